@@ -1,0 +1,288 @@
+"""The shielding vocabulary: criteria, requestors, children, requests and their outcomes.
+
+Every model here crosses a boundary (CLI -> Temporal -> activity -> PostgreSQL), so each one is a pydantic
+model whose fields can grow without breaking running workflows (new fields always have defaults).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+REQUEST_ID_PATTERN = re.compile(r"^SR-[A-Z0-9]{12}$")
+MAX_CHILDREN_PER_REQUEST = 50
+MAX_TEXT = 2000
+
+
+class Criterion(StrEnum):
+    DOMESTIC_VIOLENCE = "domestic-violence"
+    ADOPTION_FOSTERING = "adoption-fostering"
+    WITNESS_PROTECTION = "witness-protection"
+    FORCED_MARRIAGE = "forced-marriage"
+    TRAFFICKING = "trafficking"
+    REFUGE = "refuge"
+    LAC_EMERGENCY_PLACEMENT = "lac-emergency-placement"
+    SERIOUS_SEXUAL_ASSAULT = "serious-sexual-assault"
+    MURDER_MANSLAUGHTER_SUSPECT = "murder-manslaughter-suspect"
+    ABDUCTION_RISK = "abduction-risk"
+    CHILD_PROTECTION_LADO = "child-protection-lado"
+    VULNERABLE_PRACTITIONER_CHILD = "vulnerable-practitioner-child"
+    MARAC = "marac"
+    CAFCASS = "cafcass"
+    SERIOUS_CASE_REVIEW = "serious-case-review"
+    POLITICAL_ASYLUM = "political-asylum"
+    HIGH_PUBLIC_PROFILE = "high-public-profile"
+    MILITARY_FAMILY = "military-family"
+    SIBLING_FAMILY_MEMBER = "sibling-family-member"
+    OTHER_SIGNIFICANT_HARM = "other-significant-harm"
+
+
+CRITERION_LABELS: dict[Criterion, str] = {
+    Criterion.DOMESTIC_VIOLENCE: "Domestic Violence including Family Domestic Violence court",
+    Criterion.ADOPTION_FOSTERING: "Adoption and Fostering",
+    Criterion.WITNESS_PROTECTION: "Witness Protection/ new identity",
+    Criterion.FORCED_MARRIAGE: "Forced Marriage/ honour based violence",
+    Criterion.TRAFFICKING: "Trafficking/ Prostitution",
+    Criterion.REFUGE: "Refuge/ safe house",
+    Criterion.LAC_EMERGENCY_PLACEMENT: "LAC – emergency placements",
+    Criterion.SERIOUS_SEXUAL_ASSAULT: "Serious Sexual Assault (HAVEN) (victim or alleged perpetrator)",
+    Criterion.MURDER_MANSLAUGHTER_SUSPECT: "Murder/ manslaughter suspects (under 18 years old)",
+    Criterion.ABDUCTION_RISK: "Risk of abduction",
+    Criterion.CHILD_PROTECTION_LADO: "Child Protection/ LADO cases",
+    Criterion.VULNERABLE_PRACTITIONER_CHILD: "Children of vulnerable practitioners/ professionals",
+    Criterion.MARAC: "MARAC (Multi – agency Risk Assessment Conference)",
+    Criterion.CAFCASS: "CAFCASS (Child and Family Court Advisory and Support Service)",
+    Criterion.SERIOUS_CASE_REVIEW: "Serious case review",
+    Criterion.POLITICAL_ASYLUM: "Political / asylum cases where children may be at risk",
+    Criterion.HIGH_PUBLIC_PROFILE: "Children whose parent's high public profile places them at risk",
+    Criterion.MILITARY_FAMILY: "Child records of military personnel",
+    Criterion.SIBLING_FAMILY_MEMBER: "Siblings/ family members of the above",
+    Criterion.OTHER_SIGNIFICANT_HARM: (
+        "Any other circumstances which places a child/ family at risk of significant harm"
+    ),
+}
+
+OBJECTION_IN_PRINCIPLE = "objection-in-principle"
+OBJECTION_IN_PRINCIPLE_EXPLANATION = (
+    "It is not appropriate to shield a record if there is an objection to ContactPoint in principle."
+)
+
+
+class Gender(StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class RequestorType(StrEnum):
+    PROFESSIONAL = "professional"
+    PUBLIC = "public"
+
+
+class Stage(StrEnum):
+    """Where a shielding request is in its lifecycle; the value of the ShieldingStage search attribute."""
+
+    INTAKE = "intake"
+    AWAITING_FORM = "awaiting-form"
+    SHIELDED = "shielded"
+    REVIEW_DUE = "review-due"
+    REFUSED = "refused"
+    DUPLICATE = "duplicate"
+    LAPSED = "lapsed"
+    UNSHIELDED = "unshielded"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {Stage.REFUSED, Stage.DUPLICATE, Stage.LAPSED, Stage.UNSHIELDED}
+
+
+class ReviewKind(StrEnum):
+    SEVEN_DAY = "7-day"
+    SIX_MONTH = "6-month"
+
+
+class AuditAction(StrEnum):
+    RECEIVED = "received"
+    REFUSED = "refused"
+    SHIELDED = "shielded"
+    DUPLICATE = "duplicate"
+    FORM_RECEIVED = "form-received"
+    FORM_REFUSED = "form-refused"
+    LAPSED = "lapsed"
+    REVIEW_DUE = "review-due"
+    REMINDER = "reminder"
+    APPROVED = "approved"
+    UNSHIELDED = "unshielded"
+    IMPORTED = "imported"
+    VIEWED_OVERRIDE = "override-viewed"
+    UNAUTHORISED = "unauthorised"
+
+
+def _no_control_chars(value: str) -> str:
+    if any((ord(ch) < 32 and ch not in "\t") or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
+    AfterValidator(_no_control_chars),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+]
+ChildUid = Annotated[str, StringConstraints(pattern=UID_PATTERN.pattern)]
+RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN.pattern)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{6,24}$")]
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Requestor(Model):
+    type: RequestorType
+    name: ShortText
+    organisation: ShortText | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+
+
+class Address(Model):
+    lines: list[ShortText] = Field(default_factory=list, max_length=8)
+    postcode: ShortText | None = None
+
+
+class Carer(Model):
+    name: ShortText
+    relationship: ShortText | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+
+
+class ChildRecord(Model):
+    """One child in the directory, with every field; only the store and entitled roles see all of it."""
+
+    uid: ChildUid
+    given_name: ShortText
+    family_name: ShortText
+    aliases: list[ShortText] = Field(default_factory=list, max_length=20)
+    gender: Gender
+    date_of_birth: date
+    address: Address | None = None
+    carers: list[Carer] = Field(default_factory=list, max_length=20)
+    school: ShortText | None = None
+    gp_practice: ShortText | None = None
+    practitioners: list[ShortText] = Field(default_factory=list, max_length=50)
+
+
+class ShieldingRequestInput(Model):
+    """A validated intake: what the workflow starts with. Built only by `validate_intake`."""
+
+    request_id: RequestId
+    children: list[ChildUid] = Field(min_length=1, max_length=MAX_CHILDREN_PER_REQUEST)
+    criteria: list[Criterion] = Field(min_length=1)
+    other_description: Text | None = None
+    reason: Text
+    requestor: Requestor
+    called_at: AwareDatetime
+    actor: ShortText = "intake"
+
+
+class ChildOutcome(Model):
+    uid: str
+    shielded: bool
+    existing_request_id: str | None = None
+
+
+class IntakeAcknowledgement(Model):
+    """What the caller is told once the directory hides every child's address (or why it does not)."""
+
+    request_id: str
+    stage: Stage
+    children: list[ChildOutcome] = Field(default_factory=list)
+    form_due_at: datetime | None = None
+    review_7_day_at: datetime | None = None
+    review_6_month_at: datetime | None = None
+    message: str = ""
+
+
+class FormSubmission(Model):
+    document_ids: list[str] = Field(min_length=1, max_length=50)
+    actor: ShortText = "intake"
+
+
+class FormOutcome(Model):
+    accepted: bool
+    message: str
+    received_at: datetime | None = None
+
+
+class ReviewDecisionKind(StrEnum):
+    APPROVE = "approve"
+    UNSHIELD = "unshield"
+
+
+class ReviewDecision(Model):
+    decision: ReviewDecisionKind
+    reason: Text | None = None
+    actor: ShortText = "reviewer"
+
+
+class ReviewOutcome(Model):
+    accepted: bool
+    message: str
+    stage: Stage
+    next_review_at: datetime | None = None
+
+
+class UnshieldRequest(Model):
+    reason: Text
+    actor: ShortText = "reviewer"
+
+
+class UnshieldOutcome(Model):
+    accepted: bool
+    message: str
+    stage: Stage
+
+
+class ReviewRecord(Model):
+    kind: ReviewKind
+    due_at: datetime
+    decided_at: datetime | None = None
+    decision: ReviewDecisionKind | None = None
+    actor: str | None = None
+
+
+class StatusQuery(Model):
+    """Empty today; a model so fields (e.g. who asks) can be added without breaking callers."""
+
+
+class RequestStatus(Model):
+    request_id: str
+    stage: Stage
+    children: list[str] = Field(default_factory=list)
+    called_at: datetime | None = None
+    shielded_at: datetime | None = None
+    form_due_at: datetime | None = None
+    form_received_at: datetime | None = None
+    next_review_at: datetime | None = None
+    next_review_kind: ReviewKind | None = None
+    review_due_since: datetime | None = None
+    reminders_sent: int = 0
+    reviews: list[ReviewRecord] = Field(default_factory=list)
+    closed_reason: str | None = None
+    last_message: str | None = None

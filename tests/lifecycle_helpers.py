@@ -1,0 +1,100 @@
+"""Shared steps for lifecycle tests: start a request on a test server and wait for its acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from shielding.domain import (
+    Criterion,
+    IntakeAcknowledgement,
+    Requestor,
+    RequestorType,
+    RequestStatus,
+    ShieldingRequestInput,
+    Stage,
+    StatusQuery,
+)
+from starter.intake import new_request_id
+from workflows.shielding_request import ShieldingLifecycleInput, ShieldingRequestWorkflow
+
+REQUESTOR = Requestor(
+    type=RequestorType.PROFESSIONAL,
+    name="Dana Whitcombe",
+    organisation="Westminster Children's Services",
+    phone="020 7641 0000",
+)
+
+
+def intake(uids: list[str], called_at: datetime, **overrides: Any) -> ShieldingRequestInput:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "children": uids,
+        "criteria": [Criterion.DOMESTIC_VIOLENCE],
+        "reason": "Father subject to a non-molestation order; family moved to a refuge.",
+        "requestor": REQUESTOR,
+        "called_at": called_at,
+        "actor": "officer-intake",
+    }
+    fields.update(overrides)
+    return ShieldingRequestInput(**fields)
+
+
+async def start(
+    client: Client, task_queue: str, request: ShieldingRequestInput
+) -> tuple[WorkflowHandle[Any, Any], IntakeAcknowledgement]:
+    handle = await client.start_workflow(
+        ShieldingRequestWorkflow.run,
+        ShieldingLifecycleInput(request=request),
+        id=request.request_id,
+        task_queue=task_queue,
+    )
+    ack = await eventually(
+        lambda: handle.query(ShieldingRequestWorkflow.intake_acknowledgement, StatusQuery()),
+        lambda a: a.stage != Stage.INTAKE,
+    )
+    return handle, ack
+
+
+async def status(handle: WorkflowHandle[Any, Any]) -> RequestStatus:
+    return await handle.query(ShieldingRequestWorkflow.status, StatusQuery())
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], accept: Callable[[Any], bool], *, timeout: float = 20.0
+) -> Any:
+    """Poll `probe` (real time) until `accept` holds; activities run in real time even when timers skip."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition never held; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def status_where(handle: WorkflowHandle[Any, Any], accept: Callable[[RequestStatus], bool]) -> RequestStatus:
+    return await eventually(lambda: status(handle), accept)  # type: ignore[no-any-return]
+
+
+async def shielded_uids(pool: asyncpg.Pool, uids: list[str]) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT uid FROM children WHERE uid = ANY($1::text[]) AND shield_request_id IS NOT NULL", uids
+    )
+    return {r["uid"] for r in rows}
+
+
+async def actions(pool: asyncpg.Pool, request_id: str) -> list[str]:
+    rows = await pool.fetch("SELECT action FROM audit_log WHERE request_id = $1 ORDER BY entry_id", request_id)
+    return [r["action"] for r in rows]
+
+
+async def env_now(env: WorkflowEnvironment) -> datetime:
+    return await env.get_current_time()
