@@ -85,7 +85,9 @@ class ShieldingActivities:
             operation_key=params.operation_key,
             notify_requestor=params.notify_requestor,
         )
-        log.info("unshielded", request_id=params.request_id, action=params.action.value, count=len(result.children))
+        log.info(
+            "unshielded", request_id=params.request_id, action=params.action.value, count=len(result.children)
+        )
         return result
 
     @activity.defn

@@ -31,7 +31,9 @@ _BANK_HOLIDAYS = frozenset(holidays.country_holidays("GB", subdiv="ENG", years=C
 
 def is_bank_holiday(day: date) -> bool:
     if day.year not in CALENDAR_YEARS:
-        raise ValueError(f"{day.year} is outside the bank-holiday calendar ({CALENDAR_YEARS[0]}-{CALENDAR_YEARS[-1]})")
+        raise ValueError(
+            f"{day.year} is outside the bank-holiday calendar ({CALENDAR_YEARS[0]}-{CALENDAR_YEARS[-1]})"
+        )
     return day in _BANK_HOLIDAYS
 
 
@@ -102,8 +104,20 @@ def to_london(instant: datetime) -> datetime:
 
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def describe(instant: datetime) -> str:

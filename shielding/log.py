@@ -15,9 +15,24 @@ import structlog
 # Keys whose values must never reach a log line, whatever the caller passes.
 FORBIDDEN_KEYS = frozenset(
     {
-        "address", "postcode", "carers", "carer", "school", "gp_practice", "practitioners", "reason",
-        "other_description", "requestor", "given_name", "family_name", "aliases", "date_of_birth",
-        "phone", "email", "name", "content",
+        "address",
+        "postcode",
+        "carers",
+        "carer",
+        "school",
+        "gp_practice",
+        "practitioners",
+        "reason",
+        "other_description",
+        "requestor",
+        "given_name",
+        "family_name",
+        "aliases",
+        "date_of_birth",
+        "phone",
+        "email",
+        "name",
+        "content",
     }
 )
 

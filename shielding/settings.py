@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     task_queue: str = Field(default="shielding", validation_alias=AliasChoices("SHIELDING_TASK_QUEUE"))
     actor: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ACTOR"))
     # Comma-separated "key-id:base64-32-byte-key"; the first is used to encrypt, all of them decrypt.
-    encryption_keys: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ENCRYPTION_KEYS"))
+    encryption_keys: str | None = Field(
+        default=None, validation_alias=AliasChoices("SHIELDING_ENCRYPTION_KEYS")
+    )
     codec_token: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_CODEC_TOKEN"))
     codec_cors_origin: str = Field(
         default="http://localhost:8233", validation_alias=AliasChoices("SHIELDING_CODEC_CORS_ORIGIN")
@@ -39,6 +41,8 @@ class Settings(BaseSettings):
         default=20 * 1024 * 1024, validation_alias=AliasChoices("SHIELDING_MAX_DOCUMENT_BYTES")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SHIELDING_LOG_LEVEL"))
+    dev_temporal_port: int = Field(default=7233, validation_alias=AliasChoices("SHIELDING_DEV_TEMPORAL_PORT"))
+    dev_ui_port: int = Field(default=8233, validation_alias=AliasChoices("SHIELDING_DEV_UI_PORT"))
     max_cached_workflows: int = Field(
         default=1000, validation_alias=AliasChoices("SHIELDING_MAX_CACHED_WORKFLOWS")
     )

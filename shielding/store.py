@@ -330,14 +330,24 @@ class ShieldResult(BaseModel):
 
 
 async def record_refusal(
-    pool: asyncpg.Pool, *, request_id: str, actor: str, requestor: dict[str, Any] | None, reason: str,
+    pool: asyncpg.Pool,
+    *,
+    request_id: str,
+    actor: str,
+    requestor: dict[str, Any] | None,
+    reason: str,
     details: dict[str, Any] | None = None,
 ) -> None:
     """A request refused before any workflow started (it named no valid criterion, say)."""
     async with pool.acquire() as conn, conn.transaction():
         await append_audit(
-            conn, action=AuditAction.REFUSED, actor=actor, request_id=request_id, requestor=requestor,
-            reason=reason, details=details,
+            conn,
+            action=AuditAction.REFUSED,
+            actor=actor,
+            request_id=request_id,
+            requestor=requestor,
+            reason=reason,
+            details=details,
         )
 
 
@@ -357,15 +367,27 @@ async def shield_request(
             """INSERT INTO shielding_requests (request_id, stage, criteria, other_description, reason, requestor,
                                                called_at, received_by)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            request.request_id, Stage.INTAKE.value, [c.value for c in request.criteria],
-            request.other_description, request.reason,
-            request.requestor.model_dump(mode="json", exclude_none=True), request.called_at, request.actor,
+            request.request_id,
+            Stage.INTAKE.value,
+            [c.value for c in request.criteria],
+            request.other_description,
+            request.reason,
+            request.requestor.model_dump(mode="json", exclude_none=True),
+            request.called_at,
+            request.actor,
         )
         await append_audit(
-            conn, action=AuditAction.RECEIVED, actor=request.actor, request_id=request.request_id,
-            requestor=request.requestor, reason=request.reason,
-            details={"criteria": [c.value for c in request.criteria], "children": uids,
-                     "called_at": request.called_at.isoformat()},
+            conn,
+            action=AuditAction.RECEIVED,
+            actor=request.actor,
+            request_id=request.request_id,
+            requestor=request.requestor,
+            reason=request.reason,
+            details={
+                "criteria": [c.value for c in request.criteria],
+                "children": uids,
+                "called_at": request.called_at.isoformat(),
+            },
         )
         unknown = [uid for uid in uids if uid not in current]
         if unknown:
@@ -376,8 +398,13 @@ async def shield_request(
             )
             await _close_request(conn, request.request_id, Stage.REFUSED, message)
             await append_audit(
-                conn, action=AuditAction.REFUSED, actor=request.actor, request_id=request.request_id,
-                requestor=request.requestor, reason=message, details={"unknown_children": unknown},
+                conn,
+                action=AuditAction.REFUSED,
+                actor=request.actor,
+                request_id=request.request_id,
+                requestor=request.requestor,
+                reason=message,
+                details={"unknown_children": unknown},
             )
             return ShieldResult(stage=Stage.REFUSED, shielded_at=shielded_at, children=[], message=message)
 
@@ -391,25 +418,40 @@ async def shield_request(
                 await conn.execute(
                     """INSERT INTO request_children (request_id, child_uid, outcome, shielded_at)
                        VALUES ($1, $2, 'shielded', $3)""",
-                    request.request_id, uid, shielded_at,
+                    request.request_id,
+                    uid,
+                    shielded_at,
                 )
                 await append_audit(
-                    conn, action=AuditAction.SHIELDED, actor=request.actor, request_id=request.request_id,
-                    child_uid=uid, reason="shielded at intake",
+                    conn,
+                    action=AuditAction.SHIELDED,
+                    actor=request.actor,
+                    request_id=request.request_id,
+                    child_uid=uid,
+                    reason="shielded at intake",
                 )
                 outcomes.append(ChildOutcome(uid=uid, shielded=True))
             else:
                 await conn.execute(
                     """INSERT INTO request_children (request_id, child_uid, outcome, existing_request_id)
                        VALUES ($1, $2, 'duplicate', $3)""",
-                    request.request_id, uid, existing,
+                    request.request_id,
+                    uid,
+                    existing,
                 )
                 # Recorded against the lifecycle that already shields the child.
                 await append_audit(
-                    conn, action=AuditAction.DUPLICATE, actor=request.actor, request_id=existing,
-                    child_uid=uid, requestor=request.requestor, reason=request.reason,
-                    details={"duplicate_request_id": request.request_id,
-                             "criteria": [c.value for c in request.criteria]},
+                    conn,
+                    action=AuditAction.DUPLICATE,
+                    actor=request.actor,
+                    request_id=existing,
+                    child_uid=uid,
+                    requestor=request.requestor,
+                    reason=request.reason,
+                    details={
+                        "duplicate_request_id": request.request_id,
+                        "criteria": [c.value for c in request.criteria],
+                    },
                 )
                 outcomes.append(ChildOutcome(uid=uid, shielded=True, existing_request_id=existing))
 
@@ -417,14 +459,20 @@ async def shield_request(
         if not newly:
             existing_ids = sorted({o.existing_request_id for o in outcomes if o.existing_request_id})
             message = (
-                "Already shielded under request " + ", ".join(existing_ids)
+                "Already shielded under request "
+                + ", ".join(existing_ids)
                 + "; this request has been recorded against it and no new shielding was started."
             )
             await _close_request(conn, request.request_id, Stage.DUPLICATE, message)
-            return ShieldResult(stage=Stage.DUPLICATE, shielded_at=shielded_at, children=outcomes, message=message)
+            return ShieldResult(
+                stage=Stage.DUPLICATE, shielded_at=shielded_at, children=outcomes, message=message
+            )
         await conn.execute(
             "UPDATE shielding_requests SET stage = $2, shielded_at = $3, form_due_at = $4 WHERE request_id = $1",
-            request.request_id, Stage.AWAITING_FORM.value, shielded_at, form_due_at,
+            request.request_id,
+            Stage.AWAITING_FORM.value,
+            shielded_at,
+            form_due_at,
         )
         return ShieldResult(stage=Stage.AWAITING_FORM, shielded_at=shielded_at, children=outcomes)
 
@@ -435,7 +483,9 @@ async def _close_request(conn: asyncpg.Connection, request_id: str, stage: Stage
     await conn.execute(
         """UPDATE shielding_requests SET stage = $2, closed_at = now(), closed_reason = $3
            WHERE request_id = $1""",
-        request_id, stage.value, reason,
+        request_id,
+        stage.value,
+        reason,
     )
 
 
@@ -446,8 +496,15 @@ class StepResult(BaseModel):
 
 
 async def lift_shield(
-    pool: asyncpg.Pool, *, request_id: str, action: AuditAction, stage: Stage, actor: str, reason: str,
-    operation_key: str, notify_requestor: str | None = None,
+    pool: asyncpg.Pool,
+    *,
+    request_id: str,
+    action: AuditAction,
+    stage: Stage,
+    actor: str,
+    reason: str,
+    operation_key: str,
+    notify_requestor: str | None = None,
 ) -> StepResult:
     """Unshield every child the request shields (lapse, review decision or change of circumstances)."""
 
@@ -462,12 +519,18 @@ async def lift_shield(
         await conn.execute(
             """UPDATE request_children SET unshielded_at = $2
                WHERE request_id = $1 AND shielded_at IS NOT NULL AND unshielded_at IS NULL""",
-            request_id, at,
+            request_id,
+            at,
         )
         await _close_request(conn, request_id, stage, reason)
         for uid in uids:
             await append_audit(
-                conn, action=action, actor=actor, request_id=request_id, child_uid=uid, reason=reason,
+                conn,
+                action=action,
+                actor=actor,
+                request_id=request_id,
+                child_uid=uid,
+                reason=reason,
             )
         if not uids:
             await append_audit(conn, action=action, actor=actor, request_id=request_id, reason=reason)
@@ -477,8 +540,12 @@ async def lift_shield(
             )
             contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
             await notify(
-                conn, recipient_kind="requestor", recipient=contact, request_id=request_id,
-                subject=f"Shielding request {request_id}", body=notify_requestor,
+                conn,
+                recipient_kind="requestor",
+                recipient=contact,
+                request_id=request_id,
+                subject=f"Shielding request {request_id}",
+                body=notify_requestor,
             )
         return StepResult(children=uids, at=at)
 
@@ -496,8 +563,12 @@ async def stage_documents(
             await conn.execute(
                 """INSERT INTO form_documents (document_id, request_id, filename, sha256, size_bytes, content)
                    VALUES ($1, $2, $3, $4, $5, $6)""",
-                uuid.UUID(document_id), request_id, filename, hashlib.sha256(content).hexdigest(),
-                len(content), content,
+                uuid.UUID(document_id),
+                request_id,
+                filename,
+                hashlib.sha256(content).hexdigest(),
+                len(content),
+                content,
             )
             ids.append(document_id)
     return ids
@@ -519,13 +590,18 @@ async def accept_form(
             """UPDATE form_documents SET accepted_at = $3
                WHERE request_id = $1 AND document_id = ANY($2::uuid[]) AND accepted_at IS NULL
                RETURNING document_id, sha256, size_bytes""",
-            request_id, [uuid.UUID(d) for d in document_ids], at,
+            request_id,
+            [uuid.UUID(d) for d in document_ids],
+            at,
         )
         await conn.execute(
             "UPDATE shielding_requests SET form_received_at = $2 WHERE request_id = $1", request_id, at
         )
         await append_audit(
-            conn, action=AuditAction.FORM_RECEIVED, actor=actor, request_id=request_id,
+            conn,
+            action=AuditAction.FORM_RECEIVED,
+            actor=actor,
+            request_id=request_id,
             reason="written form and supporting documents received",
             details={"documents": [{"sha256": r["sha256"], "size_bytes": r["size_bytes"]} for r in rows]},
         )
@@ -535,24 +611,39 @@ async def accept_form(
 
 
 async def refuse_form(
-    pool: asyncpg.Pool, *, request_id: str, document_ids: Sequence[str], actor: str, reason: str,
+    pool: asyncpg.Pool,
+    *,
+    request_id: str,
+    document_ids: Sequence[str],
+    actor: str,
+    reason: str,
     operation_key: str,
 ) -> StepResult:
     async def operation(conn: asyncpg.Connection) -> StepResult:
         await conn.execute(
             """DELETE FROM form_documents
                WHERE request_id = $1 AND document_id = ANY($2::uuid[]) AND accepted_at IS NULL""",
-            request_id, [uuid.UUID(d) for d in document_ids],
+            request_id,
+            [uuid.UUID(d) for d in document_ids],
         )
-        await append_audit(conn, action=AuditAction.FORM_REFUSED, actor=actor, request_id=request_id, reason=reason)
+        await append_audit(
+            conn, action=AuditAction.FORM_REFUSED, actor=actor, request_id=request_id, reason=reason
+        )
         return StepResult()
 
     return await once(pool, operation_key, StepResult, operation)
 
 
 async def record_step(
-    pool: asyncpg.Pool, *, request_id: str, action: AuditAction, actor: str, reason: str, operation_key: str,
-    stage: Stage | None = None, details: dict[str, Any] | None = None,
+    pool: asyncpg.Pool,
+    *,
+    request_id: str,
+    action: AuditAction,
+    actor: str,
+    reason: str,
+    operation_key: str,
+    stage: Stage | None = None,
+    details: dict[str, Any] | None = None,
     notify_reviewers: tuple[str, str] | None = None,
 ) -> StepResult:
     """An audited step that changes no shield: review due, reminder, approval."""
@@ -568,8 +659,12 @@ async def record_step(
         if notify_reviewers:
             subject, body = notify_reviewers
             await notify(
-                conn, recipient_kind="reviewers", recipient="reviewers", request_id=request_id,
-                subject=subject, body=body,
+                conn,
+                recipient_kind="reviewers",
+                recipient="reviewers",
+                request_id=request_id,
+                subject=subject,
+                body=body,
             )
         return StepResult(at=await conn.fetchval("SELECT now()"))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,8 +32,8 @@ from shielding.domain import (
     FormOutcome,
     FormSubmission,
     IntakeAcknowledgement,
-    RequestStatus,
     Requestor,
+    RequestStatus,
     ReviewDecision,
     ReviewDecisionKind,
     ReviewOutcome,
@@ -134,7 +134,9 @@ def parse_instant(value: str | datetime, what: str = "time") -> datetime:
     return parsed
 
 
-def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: datetime) -> ShieldingRequestInput:
+def validate_intake(
+    draft: IntakeDraft, *, request_id: str, actor: str, now: datetime
+) -> ShieldingRequestInput:
     problems: list[str] = []
     if not draft.children:
         problems.append("at least one child identifier is needed")
@@ -186,8 +188,10 @@ def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: dat
             email=draft.requestor_email or None,
         )
     except ValidationError as err:
-        problems.extend(p.replace("the requestor type Input should be", "the requestor type must be")
-                        for p in _describe(err))
+        problems.extend(
+            p.replace("the requestor type Input should be", "the requestor type must be")
+            for p in _describe(err)
+        )
         requestor = None
     if problems or requestor is None or called_at is None:
         raise Refusal("Refused: " + "; ".join(dict.fromkeys(problems)) + ".")
@@ -228,7 +232,9 @@ class Document:
 
 def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document]:
     if not paths:
-        raise Refusal("A form needs at least one document (the completed form, then any supporting documents).")
+        raise Refusal(
+            "A form needs at least one document (the completed form, then any supporting documents)."
+        )
     documents = []
     for raw in paths:
         path = Path(raw)
@@ -249,7 +255,9 @@ def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document
 class ShieldingService:
     """What intake officers and reviewers do, over a Temporal client and the store (both injected)."""
 
-    def __init__(self, client: Client, pool: asyncpg.Pool, *, task_queue: str, max_document_bytes: int) -> None:
+    def __init__(
+        self, client: Client, pool: asyncpg.Pool, *, task_queue: str, max_document_bytes: int
+    ) -> None:
         self._client = client
         self._pool = pool
         self._task_queue = task_queue
@@ -259,15 +267,23 @@ class ShieldingService:
         self, draft: IntakeDraft, *, actor: str, request_id: str | None = None, now: datetime | None = None
     ) -> IntakeAcknowledgement:
         request_id = request_id or new_request_id()
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         try:
             request = validate_intake(draft, request_id=request_id, actor=actor, now=now)
         except Refusal as refusal:
             await store.record_refusal(
-                self._pool, request_id=request_id, actor=actor, reason=str(refusal),
+                self._pool,
+                request_id=request_id,
+                actor=actor,
+                reason=str(refusal),
                 requestor=draft.model_dump(
-                    include={"requestor_type", "requestor_name", "requestor_organisation", "requestor_phone",
-                             "requestor_email"},
+                    include={
+                        "requestor_type",
+                        "requestor_name",
+                        "requestor_organisation",
+                        "requestor_phone",
+                        "requestor_email",
+                    },
                     exclude_none=True,
                 ),
                 details={"criteria": draft.criteria[:50], "children": draft.children[:50]},
@@ -280,7 +296,7 @@ class ShieldingService:
             id=request_id,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([STAGE_ATTRIBUTE.value_set("intake")]),
+            search_attributes=TypedSearchAttributes([SearchAttributePair(STAGE_ATTRIBUTE, "intake")]),
         )
         ack = await self._client.execute_update_with_start_workflow(
             ShieldingRequestWorkflow.acknowledge_intake, AcknowledgeIntake(), start_workflow_operation=start
@@ -353,4 +369,6 @@ class ShieldingService:
     def _closed_or_unreachable(request_id: str, err: RPCError) -> Refusal:
         if err.status == RPCStatusCode.NOT_FOUND:
             return Refusal(f"Request {request_id} is closed or has no running lifecycle.")
-        return Refusal(f"The workflow service could not be reached for request {request_id}; try again shortly.")
+        return Refusal(
+            f"The workflow service could not be reached for request {request_id}; try again shortly."
+        )

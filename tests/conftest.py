@@ -38,9 +38,12 @@ def temporal_binary(name: str) -> str:
 def dev_server_args() -> list[str]:
     """The tuned settings `shielding dev` uses (see PERF-NOTES): fast task hops, one partition."""
     return [
-        "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+        "--dynamic-config-value",
+        "history.transferProcessorMaxPollRPS=1000",
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
     ]
 
 
@@ -102,7 +105,11 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=[],
         dev_server_extra_args=[
             *dev_server_args(),
-            *[arg for name, kind in SEARCH_ATTRIBUTES.items() for arg in ("--search-attribute", f"{name}={kind}")],
+            *[
+                arg
+                for name, kind in SEARCH_ATTRIBUTES.items()
+                for arg in ("--search-attribute", f"{name}={kind}")
+            ],
         ],
         ui=False,
     )
@@ -112,7 +119,9 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-def running_worker(client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object) -> Worker:
+def running_worker(
+    client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object
+) -> Worker:
     return build_worker(
         client,
         ShieldingActivities(pool),

@@ -28,7 +28,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object) -> Worker:
+def build_worker(
+    client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object
+) -> Worker:
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": [ShieldingRequestWorkflow],

@@ -50,7 +50,9 @@ REMINDER_INTERVAL = timedelta(days=1)
 REVIEWS_KEPT = 6
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Retry for as long as it takes: a shield or unshield must not be abandoned because the database blinked.
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
+)
 
 
 class LifecycleState(BaseModel):
@@ -148,7 +150,9 @@ class ShieldingRequestWorkflow:
         if self._continue_as_new and not self._state.stage.is_final:
             workflow.continue_as_new(ShieldingLifecycleInput(state=self._state))
         return ShieldingLifecycleResult(
-            request_id=self._state.request_id, stage=self._state.stage, closed_reason=self._state.closed_reason
+            request_id=self._state.request_id,
+            stage=self._state.stage,
+            closed_reason=self._state.closed_reason,
         )
 
     def _next_key(self, step: str) -> str:
@@ -160,7 +164,9 @@ class ShieldingRequestWorkflow:
         form_due_at = deadlines.form_due_at(request.called_at)
         result: ShieldResult = await workflow.execute_activity_method(
             ShieldingActivities.shield_record,
-            ShieldRecordInput(request=request, form_due_at=form_due_at, operation_key=self._next_key("shield")),
+            ShieldRecordInput(
+                request=request, form_due_at=form_due_at, operation_key=self._next_key("shield")
+            ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -251,7 +257,13 @@ class ShieldingRequestWorkflow:
         )
 
     async def _lift(
-        self, *, action: AuditAction, stage: Stage, actor: str, reason: str, notify_requestor: str | None = None
+        self,
+        *,
+        action: AuditAction,
+        stage: Stage,
+        actor: str,
+        reason: str,
+        notify_requestor: str | None = None,
     ) -> None:
         await workflow.execute_activity_method(
             ShieldingActivities.unshield_record,
@@ -502,7 +514,9 @@ class ShieldingRequestWorkflow:
             if decision.decision == ReviewDecisionKind.UNSHIELD:
                 assert decision.reason is not None
                 await self._lift(
-                    action=AuditAction.UNSHIELDED, stage=Stage.UNSHIELDED, actor=decision.actor,
+                    action=AuditAction.UNSHIELDED,
+                    stage=Stage.UNSHIELDED,
+                    actor=decision.actor,
                     reason=decision.reason,
                 )
                 message = f"Request {state.request_id} unshielded after its {kind.value} review."
@@ -520,7 +534,10 @@ class ShieldingRequestWorkflow:
                     reason=decision.reason or f"{kind.value} review approved; the record stays shielded",
                     operation_key=self._next_key("approved"),
                     stage=Stage.SHIELDED if state.form_received_at else Stage.AWAITING_FORM,
-                    details={"review": kind.value, "next_review_at": next_review.isoformat() if next_review else None},
+                    details={
+                        "review": kind.value,
+                        "next_review_at": next_review.isoformat() if next_review else None,
+                    },
                 )
             )
             self._publish()
@@ -535,7 +552,9 @@ class ShieldingRequestWorkflow:
             )
             self._last_message = message
             return ReviewOutcome(
-                accepted=True, message=message, stage=state.stage,
+                accepted=True,
+                message=message,
+                stage=state.stage,
                 next_review_at=deadlines.to_london(next_review) if next_review else None,
             )
 
@@ -572,7 +591,10 @@ class ShieldingRequestWorkflow:
                 self._last_message = refusal
                 return UnshieldOutcome(accepted=False, message=refusal, stage=self._state.stage)
             await self._lift(
-                action=AuditAction.UNSHIELDED, stage=Stage.UNSHIELDED, actor=request.actor, reason=request.reason
+                action=AuditAction.UNSHIELDED,
+                stage=Stage.UNSHIELDED,
+                actor=request.actor,
+                reason=request.reason,
             )
             message = f"Request {self._state.request_id} closed; its records are no longer shielded."
             self._last_message = message

@@ -1,0 +1,141 @@
+"""Actors and roles: who may do what. Every refusal is audited and explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shielding import store
+from shielding.domain import AuditAction
+
+ROLES = ("intake", "reviewer", "manager", "practitioner", "child-protection")
+
+# Which roles may take each action. Viewing and searching go through the redacting view for every role.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "request": frozenset({"intake"}),
+    "form": frozenset({"intake"}),
+    "review": frozenset({"reviewer", "child-protection"}),
+    "unshield": frozenset({"reviewer", "child-protection"}),
+    "status": frozenset({"intake", "reviewer", "manager", "child-protection"}),
+    "view": frozenset(ROLES),
+    "search": frozenset(ROLES),
+    "audit": frozenset({"reviewer", "manager", "child-protection"}),
+    "import": frozenset({"manager", "intake"}),
+    "override": frozenset({"child-protection"}),
+}
+
+
+class AccessDenied(Exception):
+    """The actor may not do this; the message says why."""
+
+
+async def roles_of(pool: asyncpg.Pool, actor: str) -> set[str]:
+    rows = await pool.fetch("SELECT role FROM user_roles WHERE name = $1", actor)
+    return {r["role"] for r in rows}
+
+
+async def _deny(pool: asyncpg.Pool, actor: str, action: str, message: str, **ids: Any) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append_audit(
+            conn,
+            action=AuditAction.UNAUTHORISED,
+            actor=actor,
+            request_id=ids.get("request_id"),
+            child_uid=ids.get("child_uid"),
+            reason=message,
+            details={"attempted": action},
+        )
+    raise AccessDenied(message)
+
+
+async def require(
+    pool: asyncpg.Pool,
+    actor: str,
+    action: str,
+    *,
+    request_id: str | None = None,
+    child_uid: str | None = None,
+) -> set[str]:
+    roles = await roles_of(pool, actor)
+    allowed = PERMISSIONS[action]
+    if not roles:
+        await _deny(
+            pool,
+            actor,
+            action,
+            f"{actor!r} is not a registered user; ask a manager to run `shielding users add {actor} --role ROLE`",
+            request_id=request_id,
+            child_uid=child_uid,
+        )
+    if not roles & allowed:
+        await _deny(
+            pool,
+            actor,
+            action,
+            f"{actor!r} ({', '.join(sorted(roles))}) may not {action}; that needs the role "
+            + " or ".join(sorted(allowed)),
+            request_id=request_id,
+            child_uid=child_uid,
+        )
+    if action == "review" and request_id is not None:
+        taken_by = await store.request_requestor_actor(pool, request_id)
+        if taken_by == actor:
+            await _deny(
+                pool,
+                actor,
+                action,
+                f"{actor!r} took request {request_id} and so cannot decide its review; another reviewer must",
+                request_id=request_id,
+            )
+    return roles
+
+
+async def add_user(pool: asyncpg.Pool, name: str, role: str, *, by: str) -> None:
+    if role not in ROLES:
+        raise AccessDenied(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
+    managers = await pool.fetchval("SELECT count(*) FROM user_roles WHERE role = 'manager'")
+    # The very first manager bootstraps the service; after that only managers manage users.
+    if managers:
+        if "manager" not in await roles_of(pool, by):
+            await _deny(pool, by, "users", f"{by!r} may not manage users; that needs the role manager")
+    elif role != "manager":
+        raise AccessDenied(
+            "there is no manager yet: add one first (`shielding users add NAME --role manager`)"
+        )
+    try:
+        await pool.execute(
+            "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            name,
+            role,
+            by,
+        )
+    except asyncpg.CheckViolationError:
+        raise AccessDenied(f"{name!r} is not a valid user name (letters, digits, . _ @ -)") from None
+
+
+async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -> dict[str, Any] | None:
+    """Break-glass: a child-protection user sees the hidden details once; audited, managers alerted."""
+    await require(pool, actor, "override", child_uid=uid)
+    record = await store.full_child(pool, uid)
+    if record is None:
+        return None
+    request_id = record.pop("shield_request_id", None)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append_audit(
+            conn,
+            action=AuditAction.VIEWED_OVERRIDE,
+            actor=actor,
+            request_id=request_id,
+            child_uid=uid,
+            reason=reason,
+        )
+        await store.notify(
+            conn,
+            recipient_kind="managers",
+            recipient="managers",
+            request_id=request_id or "",
+            subject=f"Break-glass view of record {uid} by {actor}",
+            body=f"{actor} used the override to view the hidden details of record {uid}. Please investigate.",
+        )
+    return record

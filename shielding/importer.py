@@ -1,0 +1,64 @@
+"""Reading child records from JSON Lines: every bad line is reported with its number, nothing half-loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shielding.domain import ChildRecord
+
+MAX_LINE_BYTES = 64 * 1024
+
+
+class ImportRefused(Exception):
+    """The file cannot be imported; the message lists the problems by line number."""
+
+
+def parse_children(path: Path) -> list[ChildRecord]:
+    if not path.is_file():
+        raise ImportRefused(f"the file {path.name!r} cannot be found")
+    problems: list[str] = []
+    records: list[ChildRecord] = []
+    seen: dict[str, int] = {}
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                problems.append(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+                continue
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                problems.append(f"line {number}: not UTF-8 text")
+                continue
+            if not text:
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError:
+                problems.append(f"line {number}: not valid JSON")
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"line {number}: expected a JSON object for one child")
+                continue
+            try:
+                record = ChildRecord.model_validate(value)
+            except ValidationError as err:
+                fields = ", ".join(
+                    sorted({".".join(str(p) for p in e["loc"]) or "record" for e in err.errors()})
+                )
+                problems.append(f"line {number}: invalid or missing {fields}")
+                continue
+            if record.uid in seen:
+                problems.append(f"line {number}: uid {record.uid} already appears on line {seen[record.uid]}")
+                continue
+            seen[record.uid] = number
+            records.append(record)
+    if problems:
+        shown = problems[:20]
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ImportRefused("nothing imported: " + "; ".join(shown) + more)
+    if not records:
+        raise ImportRefused("nothing imported: the file has no records")
+    return records
