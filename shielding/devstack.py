@@ -7,6 +7,7 @@ every sleeping workflow from the same files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -229,10 +230,8 @@ class DevStack:
                 process.wait()
         if self.postgres is not None:
             self.postgres.cleanup()  # type: ignore[attr-defined]
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.settings.stack_file().unlink()
-        except FileNotFoundError:
-            pass
         _say("stopped")
 
 
