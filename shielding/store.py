@@ -678,6 +678,17 @@ async def request_exists(pool: asyncpg.Pool, request_id: str) -> bool:
     return bool(await pool.fetchval("SELECT 1 FROM shielding_requests WHERE request_id = $1", request_id))
 
 
+async def closed_stage(pool: asyncpg.Pool, request_id: str) -> tuple[str, str | None] | None:
+    """(stage, form_due_at text) of a closed request, or None while its lifecycle runs."""
+    row = await pool.fetchrow(
+        "SELECT stage, form_due_at FROM shielding_requests WHERE request_id = $1 AND closed_at IS NOT NULL",
+        request_id,
+    )
+    if row is None:
+        return None
+    return row["stage"], row["form_due_at"].isoformat() if row["form_due_at"] else None
+
+
 async def request_requestor_actor(pool: asyncpg.Pool, request_id: str) -> str | None:
     return await pool.fetchval(  # type: ignore[no-any-return]
         "SELECT received_by FROM shielding_requests WHERE request_id = $1", request_id

@@ -314,6 +314,18 @@ class ShieldingService:
     async def submit_form(self, request_id: str, paths: Sequence[str | Path], *, actor: str) -> FormOutcome:
         await self._known_request(request_id)
         documents = read_documents(paths, self._max_document_bytes)
+        closed = await store.closed_stage(self._pool, request_id)
+        if closed is not None:
+            # The lifecycle has ended (a lapsed request, say): refuse and audit here, keeping no documents.
+            stage, due = closed
+            reason = f"Request {request_id} is closed ({stage}); the form cannot be accepted." + (
+                " Its deadline was " + deadlines.describe(datetime.fromisoformat(due)) + "." if due else ""
+            )
+            await store.refuse_form(
+                self._pool, request_id=request_id, document_ids=[], actor=actor, reason=reason,
+                operation_key=f"{request_id}:late-form:{secrets.token_hex(8)}",
+            )
+            raise Refusal(reason)
         document_ids = await store.stage_documents(
             self._pool, request_id, [(d.filename, d.content) for d in documents]
         )

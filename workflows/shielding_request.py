@@ -134,10 +134,13 @@ class ShieldingRequestWorkflow:
         else:
             self._publish()
         while not self._state.stage.is_final:
-            timeout = self._time_to_next_timer()
-            await workflow.wait_condition(
-                lambda: self._wake or self._state.stage.is_final or self._continue_as_new, timeout=timeout
-            )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._wake or self._state.stage.is_final or self._continue_as_new,
+                    timeout=self._time_to_next_timer(),
+                )
+            except TimeoutError:
+                pass  # a deadline or review time has come: handled below
             self._wake = False
             if self._continue_as_new:
                 break
