@@ -1,0 +1,213 @@
+"""A real `shielding dev` stack as a subprocess, and a runner for `shielding` commands against it.
+
+Each stack gets its own data dir and free, non-default ports, so it never clashes with another stack,
+a developer's own `shielding dev` or another test run on the same machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SHIELDING = str(Path(sys.executable).parent / "shielding")
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 90.0
+
+# Settings that would point a command somewhere other than the stack under test.
+_FOREIGN_SETTINGS = (
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "DATABASE_URL",
+    "SHIELDING_DATA_DIR",
+    "SHIELDING_ACTOR",
+    "SHIELDING_DEBUG",
+    "SHIELDING_TASK_QUEUE",
+    "SHIELDING_ENCRYPTION_KEYS",
+    "SHIELDING_ENVIRONMENT",
+    "SHIELDING_LOG_LEVEL",
+    "SHIELDING_DEV_TEMPORAL_PORT",
+    "SHIELDING_DEV_UI_PORT",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free right now (held open together, so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_SETTINGS}
+    env["SHIELDING_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (
+            f"$ shielding {' '.join(self.args)}\nexit {self.returncode}\n"
+            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
+
+    def json(self) -> Any:
+        assert self.returncode == 0, str(self)
+        try:
+            return json.loads(self.stdout)
+        except ValueError as err:
+            raise AssertionError(f"stdout is not one JSON document ({err})\n{self}") from None
+
+
+def run_cli(
+    data_dir: Path, *args: str, actor: str | None = None, timeout: float = COMMAND_TIMEOUT, **env: str
+) -> Result:
+    extra = {"SHIELDING_ACTOR": actor} if actor else {}
+    completed = subprocess.run(
+        [SHIELDING, *args],
+        env=base_env(data_dir, **extra, **env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(list(args), completed.returncode, completed.stdout, completed.stderr)
+
+
+class DevStack:
+    """`shielding dev` in a subprocess: start() waits for `ready`, stop() sends SIGTERM and returns the output."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.temporal_port, self.ui_port = free_ports(2)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._runs = 0
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.data_dir.with_name(f"{self.data_dir.name}.{self._runs}.stdout")
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.data_dir.with_name(f"{self.data_dir.name}.{self._runs}.stderr")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def describe(self) -> str:
+        log = self.data_dir / "temporal.log"
+        temporal = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        return (
+            f"--- shielding dev stdout\n{self.stdout()}--- shielding dev stderr (tail)\n{self.stderr()[-4000:]}"
+            f"--- temporal.log (tail)\n{temporal}"
+        )
+
+    def start(self) -> None:
+        for attempt in range(3):
+            self._launch()
+            if self._wait_ready():
+                return
+            # Another process may have taken a port between our probe and the dev server binding it.
+            port_taken = "is in use" in self.stderr()
+            self._terminate()
+            if not port_taken or attempt == 2:
+                raise AssertionError(f"`shielding dev` did not become ready\n{self.describe()}")
+            self.temporal_port, self.ui_port = free_ports(2)
+
+    def _launch(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        self._runs += 1
+        env = base_env(
+            self.data_dir,
+            SHIELDING_DEV_TEMPORAL_PORT=str(self.temporal_port),
+            SHIELDING_DEV_UI_PORT=str(self.ui_port),
+        )
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                [SHIELDING, "dev"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def _wait_ready(self) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if "ready" in self.stdout().splitlines():
+                return True
+            if self.process.poll() is not None:
+                return False
+            time.sleep(0.25)
+        return False
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM, as an operator's Ctrl-C or a service manager would; returns (exit code, stdout)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._terminate()
+            raise AssertionError(f"`shielding dev` did not stop within {STOP_TIMEOUT:.0f}s\n{self.describe()}") from None
+        return code, self.stdout()
+
+    def _terminate(self) -> None:
+        """Last resort after a failure: end the stack's own processes so nothing outlives the test."""
+        import psutil
+
+        if self.process is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(self.process.pid)
+            children = parent.children(recursive=True)
+            for proc in [parent, *children]:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            _, alive = psutil.wait_procs([parent, *children], timeout=20)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+        # pgserver's postmaster is daemonised (not our child); stop it through its pid file.
+        pid_file = self.data_dir / "postgres" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError, psutil.Error):
+            postmaster = psutil.Process(int(pid_file.read_text().splitlines()[0]))
+            if postmaster.name().startswith("postgres"):
+                postmaster.terminate()
+
+    def ensure_stopped(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self._terminate()
+
+    def run(self, *args: str, actor: str | None = None, timeout: float = COMMAND_TIMEOUT, **env: str) -> Result:
+        return run_cli(self.data_dir, *args, actor=actor, timeout=timeout, **env)

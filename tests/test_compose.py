@@ -1,0 +1,263 @@
+"""The production stack (docker-compose.yml, Dockerfile), checked as files: no Docker engine runs here.
+
+The app services' environment is compared with what shielding.settings.Settings reads, and the search
+attributes registered by admin-tools with shielding.temporal.SEARCH_ATTRIBUTES, so code and stack cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shielding.settings import Settings
+from shielding.temporal import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+TEMPORAL_DB = "temporal-db"
+TEMPORAL_SCHEMA = "temporal-schema"
+TEMPORAL = "temporal"
+ADMIN_TOOLS = "temporal-admin-tools"
+UI = "temporal-ui"
+APP_DB = "app-db"
+MIGRATE = "migrate"
+WORKER = "worker"
+CODEC = "codec-server"
+EXPECTED_SERVICES = {TEMPORAL_DB, TEMPORAL_SCHEMA, TEMPORAL, ADMIN_TOOLS, UI, APP_DB, MIGRATE, WORKER, CODEC}
+APP_SERVICES = (MIGRATE, WORKER, CODEC)
+DATABASES = (TEMPORAL_DB, APP_DB)
+HEALTHY = "service_healthy"
+COMPLETED = "service_completed_successfully"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    assert DOCKERFILE.is_file(), "the worker image needs a Dockerfile at the project root"
+    return DOCKERFILE.read_text()
+
+
+def settings_env_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        assert alias is not None and hasattr(alias, "choices"), "every setting is read through AliasChoices"
+        names.update(choice for choice in alias.choices if isinstance(choice, str))
+    return names
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def command_text(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return "\n".join(command) if isinstance(command, list) else str(command)
+
+
+def command_list(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    return command if isinstance(command, list) else str(command).split()
+
+
+def depends(service: dict[str, Any]) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):  # short syntax: no condition at all
+        return {name: "service_started" for name in deps}
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def image_tag(image: str) -> str | None:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def test_all_services_present(services: dict[str, dict[str, Any]]) -> None:
+    assert not EXPECTED_SERVICES - set(services), f"missing: {sorted(EXPECTED_SERVICES - set(services))}"
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    images = {name: svc["image"] for name, svc in services.items() if "image" in svc}
+    assert set(images) == set(services), "every service names its image (the app ones as the built tag)"
+    for name, image in images.items():
+        tag = image_tag(image)
+        assert tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest" and "latest" not in tag, f"{name}: {image!r} is not pinned"
+        assert re.search(r"\d", tag), f"{name}: tag of {image!r} names no version"
+    assert "latest" not in COMPOSE_FILE.read_text()
+
+
+def test_no_auto_setup_image(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        assert "auto-setup" not in svc.get("image", ""), f"{name} uses the deprecated auto-setup image"
+    assert services[TEMPORAL]["image"].startswith("temporalio/server:")
+
+
+def test_temporal_images_match_versions(services: dict[str, dict[str, Any]]) -> None:
+    server_version = image_tag(services[TEMPORAL]["image"])
+    assert server_version and re.fullmatch(r"\d+\.\d+\.\d+", server_version)
+    for name in (TEMPORAL_SCHEMA, ADMIN_TOOLS):
+        image = services[name]["image"]
+        assert image.startswith("temporalio/admin-tools:"), name
+        tag = image_tag(image) or ""
+        assert tag == server_version or tag.startswith(server_version + "-"), (
+            f"{name}: admin-tools {tag} must match server {server_version} (schema version)"
+        )
+    assert services[UI]["image"].startswith("temporalio/ui:")
+
+
+def test_databases_are_pinned_postgres_16_with_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name in DATABASES:
+        svc = services[name]
+        assert re.fullmatch(r"postgres:16\.\d+", svc["image"]), f"{name}: {svc['image']}"
+        test = svc.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no healthcheck"
+        assert "pg_isready" in (" ".join(test) if isinstance(test, list) else test)
+        assert svc.get("volumes"), f"{name} keeps its data in a volume"
+
+
+def test_temporal_server_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    test = services[TEMPORAL].get("healthcheck", {}).get("test")
+    assert test
+    text = " ".join(test) if isinstance(test, list) else test
+    assert "cluster health" in text or "grpc" in text
+    env = environment(services[TEMPORAL])
+    assert env["DB"] == "postgres12"
+    assert env["POSTGRES_SEEDS"] == TEMPORAL_DB
+
+
+def test_schema_setup_covers_both_temporal_databases(services: dict[str, dict[str, Any]]) -> None:
+    script = command_text(services[TEMPORAL_SCHEMA])
+    assert "temporal-sql-tool" in script
+    for db, schema_dir in (("temporal", "temporal"), ("temporal_visibility", "visibility")):
+        assert re.search(rf"--db {db} setup-schema", script), db
+        assert re.search(rf"--db {db} update-schema -d \S+/postgresql/v12/{schema_dir}/versioned", script), db
+
+
+def test_admin_tools_create_namespace_and_every_search_attribute(services: dict[str, dict[str, Any]]) -> None:
+    admin = services[ADMIN_TOOLS]
+    script = command_text(admin)
+    assert "temporal operator namespace create" in script
+    assert environment(admin)["TEMPORAL_NAMESPACE"] == environment(services[WORKER])["TEMPORAL_NAMESPACE"]
+    assert "temporal operator search-attribute create" in script
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert re.search(rf"--name {name} --type {kind}\b", script), f"{name} ({kind}) is not registered"
+    registered = set(re.findall(r"--name (\w+) --type", script))
+    assert registered == set(SEARCH_ATTRIBUTES), "admin-tools registers exactly the service's search attributes"
+
+
+def test_app_environment_is_what_settings_reads(services: dict[str, dict[str, Any]]) -> None:
+    known = settings_env_names()
+    assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "SHIELDING_ENCRYPTION_KEYS"} <= known  # the derivation works
+    for name in APP_SERVICES:
+        unknown = set(environment(services[name])) - known
+        assert not unknown, f"{name} sets variables no setting reads: {sorted(unknown)}"
+    for name in (WORKER, MIGRATE):
+        env = environment(services[name])
+        assert {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "DATABASE_URL"} <= set(env), name
+        assert env["TEMPORAL_ADDRESS"] == f"{TEMPORAL}:7233"
+        assert f"@{APP_DB}:5432/" in env["DATABASE_URL"]
+        assert env["DATABASE_URL"].startswith("postgresql://")
+
+
+def test_app_services_run_in_production_with_required_secrets(services: dict[str, dict[str, Any]]) -> None:
+    for name in APP_SERVICES:
+        assert environment(services[name])["SHIELDING_ENVIRONMENT"] == "production", name
+    for name in (WORKER, CODEC):
+        keys = environment(services[name])["SHIELDING_ENCRYPTION_KEYS"]
+        assert keys.startswith("${SHIELDING_ENCRYPTION_KEYS:?"), f"{name} must refuse to start without keys"
+    token = environment(services[CODEC])["SHIELDING_CODEC_TOKEN"]
+    assert token.startswith("${SHIELDING_CODEC_TOKEN:?")
+    assert "SHIELDING_ENCRYPTION_KEYS" not in environment(services[MIGRATE]), "the migration needs no keys"
+
+
+def test_app_services_use_the_project_image(services: dict[str, dict[str, Any]]) -> None:
+    images = {services[name]["image"] for name in APP_SERVICES}
+    assert len(images) == 1
+    for name in APP_SERVICES:
+        build = services[name].get("build")
+        context = build.get("context") if isinstance(build, dict) else build
+        assert context == ".", f"{name} is built from the project's Dockerfile"
+    assert command_list(services[MIGRATE]) == ["shielding", "migrate"]
+    assert command_list(services[WORKER]) == ["shielding", "worker"]
+    codec = command_list(services[CODEC])
+    assert codec[:2] == ["shielding", "codec-server"]
+    assert "0.0.0.0" in codec, "the codec server must listen beyond the container's loopback"
+    assert any(str(port).endswith(":8081") for port in services[CODEC].get("ports", []))
+
+
+def test_ui_points_at_the_codec_server(services: dict[str, dict[str, Any]]) -> None:
+    ui = services[UI]
+    assert "8233:8080" in [str(port) for port in ui.get("ports", [])]
+    env = environment(ui)
+    assert env["TEMPORAL_ADDRESS"] == f"{TEMPORAL}:7233"
+    assert "8081" in env["TEMPORAL_CODEC_ENDPOINT"]
+
+
+def test_start_order(services: dict[str, dict[str, Any]]) -> None:
+    expected = {
+        TEMPORAL_SCHEMA: {TEMPORAL_DB: HEALTHY},
+        TEMPORAL: {TEMPORAL_SCHEMA: COMPLETED},
+        ADMIN_TOOLS: {TEMPORAL: HEALTHY},
+        UI: {TEMPORAL: HEALTHY},
+        MIGRATE: {APP_DB: HEALTHY},
+        WORKER: {MIGRATE: COMPLETED, ADMIN_TOOLS: COMPLETED},
+    }
+    for name, deps in expected.items():
+        assert depends(services[name]) == deps, name
+
+
+def test_dependency_conditions_are_meaningful(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        for dep, condition in depends(svc).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert condition in (HEALTHY, COMPLETED), f"{name} -> {dep}: {condition} waits for nothing"
+            if condition == HEALTHY:
+                assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no check"
+            else:
+                assert "restart" not in services[dep], f"{dep} is one-shot and must not restart"
+
+
+def test_worker_transitively_waits_for_both_databases(services: dict[str, dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    stack = [WORKER]
+    while stack:
+        for dep in depends(services[stack.pop()]):
+            if dep not in seen:
+                seen.add(dep)
+                stack.append(dep)
+    assert {TEMPORAL_DB, TEMPORAL_SCHEMA, TEMPORAL, ADMIN_TOOLS, APP_DB, MIGRATE} <= seen
+    assert WORKER not in seen, "dependency cycle"
+
+
+def test_dockerfile_pinned_python_non_root(dockerfile: str) -> None:
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
+    assert bases, "no FROM"
+    for base in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), f"unpinned base image {base}"
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0", "0:0"), "the image must run as a non-root user"
+    assert re.search(r"^RUN .*pip install \.(\s|$)", dockerfile, re.MULTILINE)
+    assert "[test]" not in dockerfile
+    assert re.search(r'^CMD \["shielding", "worker"\]', dockerfile, re.MULTILINE)

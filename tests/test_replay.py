@@ -1,0 +1,107 @@
+"""Replay of recorded workflow histories: a code change that would break running lifecycles fails here.
+
+The histories in tests/histories/ were recorded from real runs (see `test_record_histories`, which rewrites
+them only when RECORD_HISTORIES=1). They are encrypted with a fixed key that exists only for these fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from shielding import store
+from shielding.domain import FormSubmission, ReviewDecision, ReviewDecisionKind, Stage, UnshieldRequest
+from shielding.settings import Settings
+from shielding.temporal import data_converter, register_search_attributes
+from tests.conftest import make_child, running_worker, temporal_binary
+from tests.lifecycle_helpers import env_now, intake, start, status_where
+from worker.main import workflow_runner
+from workflows.shielding_request import ShieldingRequestWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+# Not a secret: it protects nothing but these test fixtures.
+REPLAY_KEYS = "replay-fixtures:oJ8FBdgOUucl+a63Mq2H7G6WisRW/AsGpftwRhXzElc="
+
+
+def replay_settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(SHIELDING_DATA_DIR=tmp_path, DATABASE_URL=database_url, SHIELDING_ENCRYPTION_KEYS=REPLAY_KEYS)
+
+
+def recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_there_are_recorded_histories_to_replay() -> None:
+    names = {p.stem for p in recorded()}
+    assert {"lapsed", "reviewed-through-six-months", "unshielded-while-awaiting-form"} <= names
+
+
+@pytest.mark.parametrize("path", recorded(), ids=lambda p: p.stem)
+async def test_recorded_history_replays_with_current_code(path: Path, tmp_path: Path, database_url: str) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(
+        workflows=[ShieldingRequestWorkflow],
+        data_converter=data_converter(replay_settings(tmp_path, database_url)),
+        workflow_runner=workflow_runner(),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.stem} no longer replays: {result.replay_failure}"
+
+
+@pytest.mark.skipif(os.environ.get("RECORD_HISTORIES") != "1", reason="set RECORD_HISTORIES=1 to re-record")
+async def test_record_histories(tmp_path: Path, database_url: str, pool) -> None:
+    settings = replay_settings(tmp_path, database_url)
+    HISTORIES.mkdir(exist_ok=True)
+    approve = ReviewDecision(decision=ReviewDecisionKind.APPROVE, actor="rev")
+
+    async def record(name, scenario):
+        # A fresh server per scenario: the time-skipping clock must start where the database clock is.
+        env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=temporal_binary("temporal-test-server"), data_converter=data_converter(settings)
+        )
+        try:
+            await register_search_attributes(env.client)
+            async with running_worker(env.client, pool, settings, "record"):
+                child = make_child()
+                await store.import_children(pool, [child], actor="recorder")
+                handle, ack = await start(env.client, "record", intake([child.uid], await env_now(env)))
+                await scenario(env, handle, ack)
+                history = await env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id).fetch_history()
+                (HISTORIES / f"{name}.json").write_text(history.to_json())
+        finally:
+            await env.shutdown()
+
+    async def lapse(env, handle, ack):
+        await env.sleep(timedelta(days=20))
+        await handle.result()
+
+    async def unshield(env, handle, ack):
+        await handle.signal(
+            ShieldingRequestWorkflow.unshield_requested, UnshieldRequest(reason="recorded", actor="rev")
+        )
+        await handle.result()
+
+    async def six_months(env, handle, ack):
+        ids = await store.stage_documents(pool, ack.request_id, [("form.pdf", b"%PDF form")])
+        await handle.signal(ShieldingRequestWorkflow.form_received, FormSubmission(document_ids=ids))
+        await env.sleep(timedelta(days=7, hours=1))
+        await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
+        await env.sleep(timedelta(days=2))
+        await status_where(handle, lambda s: s.reminders_sent >= 1)
+        await handle.signal(ShieldingRequestWorkflow.review_decided, approve)
+        await status_where(handle, lambda s: s.stage == Stage.SHIELDED)
+        await env.sleep(timedelta(days=190))
+        await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
+        await handle.signal(ShieldingRequestWorkflow.review_decided, approve)
+        latest = env.client.get_workflow_handle(handle.id)
+        await status_where(latest, lambda s: s.stage == Stage.SHIELDED and len(s.reviews) == 2)
+
+    await record("lapsed", lapse)
+    await record("unshielded-while-awaiting-form", unshield)
+    await record("reviewed-through-six-months", six_months)
