@@ -429,7 +429,8 @@ def _record_lines(record: dict[str, Any]) -> list[str]:
     address = record.get("address") or {}
     lines += [
         f"address:        {', '.join(address.get('lines', []))} {address.get('postcode') or ''}".rstrip(),
-        f"carers:         {'; '.join(c.get('name', '') + ' (' + (c.get('relationship') or '') + ')' for c in record.get('carers') or []) or '-'}",
+        "carers:         "
+        + ("; ".join(f"{c.get('name', '')} ({c.get('relationship') or '-'})" for c in record.get("carers") or []) or "-"),
         f"school:         {record.get('school') or '-'}",
         f"GP practice:    {record.get('gp_practice') or '-'}",
     ]

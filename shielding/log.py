@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -37,7 +38,7 @@ FORBIDDEN_KEYS = frozenset(
 )
 
 
-def redact_child_details(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_child_details(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in FORBIDDEN_KEYS:
             event_dict[key] = "[redacted]"

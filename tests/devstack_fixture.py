@@ -177,7 +177,9 @@ class DevStack:
             code = self.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self._terminate()
-            raise AssertionError(f"`shielding dev` did not stop within {STOP_TIMEOUT:.0f}s\n{self.describe()}") from None
+            raise AssertionError(
+                f"`shielding dev` did not stop within {STOP_TIMEOUT:.0f}s\n{self.describe()}"
+            ) from None
         return code, self.stdout()
 
     def _terminate(self) -> None:

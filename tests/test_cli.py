@@ -46,7 +46,9 @@ def requestor(*, phone: str | None = "020 7641 0000", email: str | None = None) 
     return args
 
 
-def request_args(*children: str, criteria: tuple[str, ...] = ("domestic-violence",), **contact: str | None) -> list[str]:
+def request_args(
+    *children: str, criteria: tuple[str, ...] = ("domestic-violence",), **contact: str | None
+) -> list[str]:
     args = ["request"]
     for uid in children:
         args += ["--child", uid]
@@ -249,14 +251,10 @@ def test_view_of_an_unknown_child(seeded: DevStack) -> None:
     ("args", "needles"),
     [
         pytest.param(request_args("CP-1005-TM", criteria=("moved-house",)), ("moved-house",), id="unknown-criterion"),
-        pytest.param(
-            request_args("CP-1005-TM", criteria=("objection-in-principle",)), ("objection",), id="objection"
-        ),
+        pytest.param(request_args("CP-1005-TM", criteria=("objection-in-principle",)), ("objection",), id="objection"),
         pytest.param(request_args("CP-9999-ZZ"), ("CP-9999-ZZ",), id="unknown-child"),
         pytest.param(request_args("CP-1005-TM", phone=None, email=None), ("phone", "email"), id="no-contact"),
-        pytest.param(
-            [*request_args("CP-1005-TM"), "--called-at", "2026-11-24T10:30:00"], ("offset",), id="no-offset"
-        ),
+        pytest.param([*request_args("CP-1005-TM"), "--called-at", "2026-11-24T10:30:00"], ("offset",), id="no-offset"),
     ],
 )
 def test_request_refusals(seeded: DevStack, args: list[str], needles: tuple[str, ...]) -> None:

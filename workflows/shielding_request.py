@@ -8,11 +8,13 @@ Silence never unshields: an overdue review only sends reminders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -134,13 +136,12 @@ class ShieldingRequestWorkflow:
         else:
             self._publish()
         while not self._state.stage.is_final:
-            try:
+            # A timeout means a deadline or review time has come: handled below.
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake or self._state.stage.is_final or self._continue_as_new,
                     timeout=self._time_to_next_timer(),
                 )
-            except TimeoutError:
-                pass  # a deadline or review time has come: handled below
             self._wake = False
             if self._continue_as_new:
                 break
@@ -362,7 +363,7 @@ class ShieldingRequestWorkflow:
         state = self._state
         state.stage = self._current_stage()
         next_review = self._next_review_at()
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             STAGE_ATTRIBUTE.value_set(state.stage.value),
             FORM_DUE_AT_ATTRIBUTE.value_set(state.form_due_at)
             if state.form_due_at is not None and state.form_received_at is None and not state.stage.is_final
