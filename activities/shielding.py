@@ -62,9 +62,7 @@ class ShieldingActivities:
 
     @activity.defn
     async def shield_record(self, params: ShieldRecordInput) -> store.ShieldResult:
-        result = await store.shield_request(
-            self._pool, params.request, params.operation_key, params.form_due_at
-        )
+        result = await store.shield_request(self._pool, params.request, params.operation_key, params.form_due_at)
         log.info(
             "intake",
             request_id=params.request.request_id,
@@ -85,9 +83,7 @@ class ShieldingActivities:
             operation_key=params.operation_key,
             notify_requestor=params.notify_requestor,
         )
-        log.info(
-            "unshielded", request_id=params.request_id, action=params.action.value, count=len(result.children)
-        )
+        log.info("unshielded", request_id=params.request_id, action=params.action.value, count=len(result.children))
         return result
 
     @activity.defn
@@ -118,9 +114,7 @@ class ShieldingActivities:
     @activity.defn
     async def record_step(self, params: StepInput) -> store.StepResult:
         reviewers = (
-            (params.reviewer_subject, params.reviewer_body or "")
-            if params.reviewer_subject is not None
-            else None
+            (params.reviewer_subject, params.reviewer_body or "") if params.reviewer_subject is not None else None
         )
         result = await store.record_step(
             self._pool,

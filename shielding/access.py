@@ -100,9 +100,7 @@ async def add_user(pool: asyncpg.Pool, name: str, role: str, *, by: str) -> None
         if "manager" not in await roles_of(pool, by):
             await _deny(pool, by, "users", f"{by!r} may not manage users; that needs the role manager")
     elif role != "manager":
-        raise AccessDenied(
-            "there is no manager yet: add one first (`shielding users add NAME --role manager`)"
-        )
+        raise AccessDenied("there is no manager yet: add one first (`shielding users add NAME --role manager`)")
     try:
         await pool.execute(
             "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

@@ -13,12 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from typer._click.exceptions import ClickException  # typer vendors click; its usage errors subclass this
 
 from shielding import deadlines
 from shielding.settings import ConfigurationError, Settings, get_settings
@@ -111,7 +112,7 @@ def emit(as_json: bool, payload: dict[str, Any], lines: list[str]) -> None:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return deadlines.to_london(value).isoformat()
+        return iso(value)
     if isinstance(value, date):
         return value.isoformat()
     if hasattr(value, "model_dump"):
@@ -120,7 +121,8 @@ def _json_default(value: Any) -> Any:
 
 
 def iso(value: datetime | None) -> str | None:
-    return deadlines.to_london(value).isoformat() if value else None
+    """An instant as people read it here: London time with its UTC offset, to the second."""
+    return deadlines.to_london(value).isoformat(timespec="seconds") if value else None
 
 
 def current_actor(settings: Settings) -> str:
@@ -170,9 +172,7 @@ class Context:
         await self.close()
 
 
-async def authorise(
-    ctx: Context, action: str, *, request_id: str | None = None, child_uid: str | None = None
-) -> str:
+async def authorise(ctx: Context, action: str, *, request_id: str | None = None, child_uid: str | None = None) -> str:
     from shielding import access
 
     actor = current_actor(ctx.settings)
@@ -331,7 +331,8 @@ async def form(
     async with Context(get_settings()) as ctx:
         actor = await authorise(ctx, "form", request_id=request_id)
         outcome = await (await ctx.service()).submit_form(request_id, document, actor=actor)
-    emit(as_json, {"request_id": request_id, **outcome.model_dump(mode="json")}, [outcome.message])
+    payload = {"request_id": request_id, **outcome.model_dump(mode="json"), "received_at": iso(outcome.received_at)}
+    emit(as_json, payload, [outcome.message])
 
 
 @app.command()
@@ -350,10 +351,13 @@ async def review(
         raise CommandError("--unshield needs --reason")
     async with Context(get_settings()) as ctx:
         actor = await authorise(ctx, "review", request_id=request_id)
-        outcome = await (await ctx.service()).decide_review(
-            request_id, approve=approve, reason=reason, actor=actor
-        )
-    emit(as_json, {"request_id": request_id, **outcome.model_dump(mode="json")}, [outcome.message])
+        outcome = await (await ctx.service()).decide_review(request_id, approve=approve, reason=reason, actor=actor)
+    payload = {
+        "request_id": request_id,
+        **outcome.model_dump(mode="json"),
+        "next_review_at": iso(outcome.next_review_at),
+    }
+    emit(as_json, payload, [outcome.message])
 
 
 @app.command("unshield")
@@ -422,15 +426,16 @@ def _record_lines(record: dict[str, Any]) -> list[str]:
         f"date of birth:  {record['date_of_birth']}",
     ]
     if record.get("shielded"):
-        lines.append(
-            "SHIELDED: other details are withheld. Contact the Integrated Working Team to reach this child."
-        )
+        lines.append("SHIELDED: other details are withheld. Contact the Integrated Working Team to reach this child.")
         return lines
     address = record.get("address") or {}
     lines += [
         f"address:        {', '.join(address.get('lines', []))} {address.get('postcode') or ''}".rstrip(),
         "carers:         "
-        + ("; ".join(f"{c.get('name', '')} ({c.get('relationship') or '-'})" for c in record.get("carers") or []) or "-"),
+        + (
+            "; ".join(f"{c.get('name', '')} ({c.get('relationship') or '-'})" for c in record.get("carers") or [])
+            or "-"
+        ),
         f"school:         {record.get('school') or '-'}",
         f"GP practice:    {record.get('gp_practice') or '-'}",
     ]
@@ -441,12 +446,8 @@ def _record_lines(record: dict[str, Any]) -> list[str]:
 @run
 async def view(
     uid: Annotated[str, typer.Argument(help="The child's unique identifier.")],
-    override: Annotated[
-        bool, typer.Option("--override", help="Break-glass: show hidden details once.")
-    ] = False,
-    reason: Annotated[
-        str | None, typer.Option(help="Why the override is needed (required with --override).")
-    ] = None,
+    override: Annotated[bool, typer.Option("--override", help="Break-glass: show hidden details once.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why the override is needed (required with --override).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """What a practitioner sees of a child's record."""
@@ -460,9 +461,7 @@ async def view(
                 raise CommandError("--override needs --reason")
             actor = current_actor(ctx.settings)
             record = await access.override_view(await ctx.pool(), actor, uid, reason or "")
-            typer.echo(
-                "WARNING: break-glass override. This view is audited and the managers are alerted.", err=True
-            )
+            typer.echo("WARNING: break-glass override. This view is audited and the managers are alerted.", err=True)
         else:
             await authorise(ctx, "view", child_uid=uid)
             record = await store.view_child(await ctx.pool(), uid)
@@ -543,6 +542,7 @@ async def _audit(request_id: str | None, child: str | None, as_json: bool) -> No
         entries = await store.audit_entries(await ctx.pool(), request_id=request_id, child_uid=child)
     for e in entries:
         e["at"] = iso(datetime.fromisoformat(e["at"]))
+        e.pop("entry_hash", None)
         e.pop("prev_hash", None)
     lines = [
         f"{e['at']}  {e['action']:<16} {e['actor']:<18} {e['request_id'] or '-':<16} "
@@ -569,9 +569,7 @@ async def audit_verify(as_json: JsonOption = False) -> None:
 @app.command("deadlines")
 def deadlines_command(
     called_at: Annotated[str, typer.Option(help="Time of the call, ISO 8601 with offset.")],
-    shielded_at: Annotated[
-        str | None, typer.Option(help="Time of shielding (defaults to --called-at).")
-    ] = None,
+    shielded_at: Annotated[str | None, typer.Option(help="Time of shielding (defaults to --called-at).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The form deadline and review dates for a call (no server needed)."""
@@ -614,10 +612,23 @@ async def users_add(
 
 
 def main() -> None:
+    """Entry point. Exits through os._exit once output is flushed: the Temporal client's native threads can
+    abort an ordinary interpreter shutdown (sdk-python#300), which would turn a success into a crash."""
+    code = 0
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-_ = timezone
+        result = app(standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except ClickException as err:
+        # Usage errors (a missing option, an unknown command) as one line, like every other error.
+        if err.format_message().strip():  # empty when no arguments were given and help was shown
+            typer.echo(f"error: {err.format_message()} (see --help)", err=True)
+        code = err.exit_code
+    except typer.Exit as err:
+        code = err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

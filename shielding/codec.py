@@ -58,9 +58,7 @@ class EncryptionCodec(PayloadCodec):
             if cipher is None:
                 raise ValueError(f"payload encrypted with unknown key id {key_id!r}")
             try:
-                plain = cipher.decrypt(
-                    payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode()
-                )
+                plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
             except InvalidTag as err:
                 raise ValueError(f"payload under key id {key_id!r} failed authentication") from err
             decoded.append(Payload.FromString(plain))

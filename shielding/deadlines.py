@@ -31,9 +31,7 @@ _BANK_HOLIDAYS = frozenset(holidays.country_holidays("GB", subdiv="ENG", years=C
 
 def is_bank_holiday(day: date) -> bool:
     if day.year not in CALENDAR_YEARS:
-        raise ValueError(
-            f"{day.year} is outside the bank-holiday calendar ({CALENDAR_YEARS[0]}-{CALENDAR_YEARS[-1]})"
-        )
+        raise ValueError(f"{day.year} is outside the bank-holiday calendar ({CALENDAR_YEARS[0]}-{CALENDAR_YEARS[-1]})")
     return day in _BANK_HOLIDAYS
 
 

@@ -143,9 +143,7 @@ ShortText = Annotated[
 ChildUid = Annotated[str, StringConstraints(pattern=UID_PATTERN.pattern)]
 RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN.pattern)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{6,24}$")]
-Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 
 
 class Model(BaseModel):

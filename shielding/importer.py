@@ -45,9 +45,7 @@ def parse_children(path: Path) -> list[ChildRecord]:
             try:
                 record = ChildRecord.model_validate(value)
             except ValidationError as err:
-                fields = ", ".join(
-                    sorted({".".join(str(p) for p in e["loc"]) or "record" for e in err.errors()})
-                )
+                fields = ", ".join(sorted({".".join(str(p) for p in e["loc"]) or "record" for e in err.errors()}))
                 problems.append(f"line {number}: invalid or missing {fields}")
                 continue
             if record.uid in seen:

@@ -30,9 +30,7 @@ class Settings(BaseSettings):
     task_queue: str = Field(default="shielding", validation_alias=AliasChoices("SHIELDING_TASK_QUEUE"))
     actor: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ACTOR"))
     # Comma-separated "key-id:base64-32-byte-key"; the first is used to encrypt, all of them decrypt.
-    encryption_keys: str | None = Field(
-        default=None, validation_alias=AliasChoices("SHIELDING_ENCRYPTION_KEYS")
-    )
+    encryption_keys: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ENCRYPTION_KEYS"))
     codec_token: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_CODEC_TOKEN"))
     codec_cors_origin: str = Field(
         default="http://localhost:8233", validation_alias=AliasChoices("SHIELDING_CODEC_CORS_ORIGIN")
@@ -43,9 +41,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SHIELDING_LOG_LEVEL"))
     dev_temporal_port: int = Field(default=7233, validation_alias=AliasChoices("SHIELDING_DEV_TEMPORAL_PORT"))
     dev_ui_port: int = Field(default=8233, validation_alias=AliasChoices("SHIELDING_DEV_UI_PORT"))
-    max_cached_workflows: int = Field(
-        default=1000, validation_alias=AliasChoices("SHIELDING_MAX_CACHED_WORKFLOWS")
-    )
+    max_cached_workflows: int = Field(default=1000, validation_alias=AliasChoices("SHIELDING_MAX_CACHED_WORKFLOWS"))
 
     def stack_file(self) -> Path:
         return self.data_dir / STACK_FILE

@@ -412,9 +412,7 @@ async def shield_request(
         for uid in uids:
             existing = current[uid]
             if existing is None:
-                await conn.execute(
-                    "UPDATE children SET shield_request_id = $2 WHERE uid = $1", uid, request.request_id
-                )
+                await conn.execute("UPDATE children SET shield_request_id = $2 WHERE uid = $1", uid, request.request_id)
                 await conn.execute(
                     """INSERT INTO request_children (request_id, child_uid, outcome, shielded_at)
                        VALUES ($1, $2, 'shielded', $3)""",
@@ -464,9 +462,7 @@ async def shield_request(
                 + "; this request has been recorded against it and no new shielding was started."
             )
             await _close_request(conn, request.request_id, Stage.DUPLICATE, message)
-            return ShieldResult(
-                stage=Stage.DUPLICATE, shielded_at=shielded_at, children=outcomes, message=message
-            )
+            return ShieldResult(stage=Stage.DUPLICATE, shielded_at=shielded_at, children=outcomes, message=message)
         await conn.execute(
             "UPDATE shielding_requests SET stage = $2, shielded_at = $3, form_due_at = $4 WHERE request_id = $1",
             request.request_id,
@@ -552,9 +548,7 @@ async def lift_shield(
     return await once(pool, operation_key, StepResult, operation)
 
 
-async def stage_documents(
-    pool: asyncpg.Pool, request_id: str, documents: Sequence[tuple[str, bytes]]
-) -> list[str]:
+async def stage_documents(pool: asyncpg.Pool, request_id: str, documents: Sequence[tuple[str, bytes]]) -> list[str]:
     """Store uploaded documents, unlinked until the workflow accepts the form; returns their ids."""
     ids = []
     async with pool.acquire() as conn, conn.transaction():
@@ -594,9 +588,7 @@ async def accept_form(
             [uuid.UUID(d) for d in document_ids],
             at,
         )
-        await conn.execute(
-            "UPDATE shielding_requests SET form_received_at = $2 WHERE request_id = $1", request_id, at
-        )
+        await conn.execute("UPDATE shielding_requests SET form_received_at = $2 WHERE request_id = $1", request_id, at)
         await append_audit(
             conn,
             action=AuditAction.FORM_RECEIVED,
@@ -626,9 +618,7 @@ async def refuse_form(
             request_id,
             [uuid.UUID(d) for d in document_ids],
         )
-        await append_audit(
-            conn, action=AuditAction.FORM_REFUSED, actor=actor, request_id=request_id, reason=reason
-        )
+        await append_audit(conn, action=AuditAction.FORM_REFUSED, actor=actor, request_id=request_id, reason=reason)
         return StepResult()
 
     return await once(pool, operation_key, StepResult, operation)
@@ -653,9 +643,7 @@ async def record_step(
             await conn.execute(
                 "UPDATE shielding_requests SET stage = $2 WHERE request_id = $1", request_id, stage.value
             )
-        await append_audit(
-            conn, action=action, actor=actor, request_id=request_id, reason=reason, details=details
-        )
+        await append_audit(conn, action=action, actor=actor, request_id=request_id, reason=reason, details=details)
         if notify_reviewers:
             subject, body = notify_reviewers
             await notify(

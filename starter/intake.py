@@ -128,15 +128,11 @@ def parse_instant(value: str | datetime, what: str = "time") -> datetime:
                 f"The {what} {value!r} is not an ISO 8601 date and time (for example 2026-11-24T10:30:00+00:00)."
             ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Refusal(
-            f"The {what} {value!s} has no UTC offset, so it is ambiguous; add one, for example +00:00 or Z."
-        )
+        raise Refusal(f"The {what} {value!s} has no UTC offset, so it is ambiguous; add one, for example +00:00 or Z.")
     return parsed
 
 
-def validate_intake(
-    draft: IntakeDraft, *, request_id: str, actor: str, now: datetime
-) -> ShieldingRequestInput:
+def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: datetime) -> ShieldingRequestInput:
     problems: list[str] = []
     if not draft.children:
         problems.append("at least one child identifier is needed")
@@ -154,9 +150,7 @@ def validate_intake(
             criteria.append(Criterion(normalised))
         except ValueError:
             problems.append(
-                f"{code!r} is not a shielding criterion (valid criteria: "
-                + ", ".join(c.value for c in Criterion)
-                + ")"
+                f"{code!r} is not a shielding criterion (valid criteria: " + ", ".join(c.value for c in Criterion) + ")"
             )
     if Criterion.OTHER_SIGNIFICANT_HARM in criteria and not (draft.other_description or "").strip():
         problems.append("the criterion other-significant-harm needs a description of the circumstances")
@@ -189,8 +183,7 @@ def validate_intake(
         )
     except ValidationError as err:
         problems.extend(
-            p.replace("the requestor type Input should be", "the requestor type must be")
-            for p in _describe(err)
+            p.replace("the requestor type Input should be", "the requestor type must be") for p in _describe(err)
         )
         requestor = None
     if problems or requestor is None or called_at is None:
@@ -232,9 +225,7 @@ class Document:
 
 def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document]:
     if not paths:
-        raise Refusal(
-            "A form needs at least one document (the completed form, then any supporting documents)."
-        )
+        raise Refusal("A form needs at least one document (the completed form, then any supporting documents).")
     documents = []
     for raw in paths:
         path = Path(raw)
@@ -255,9 +246,7 @@ def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document
 class ShieldingService:
     """What intake officers and reviewers do, over a Temporal client and the store (both injected)."""
 
-    def __init__(
-        self, client: Client, pool: asyncpg.Pool, *, task_queue: str, max_document_bytes: int
-    ) -> None:
+    def __init__(self, client: Client, pool: asyncpg.Pool, *, task_queue: str, max_document_bytes: int) -> None:
         self._client = client
         self._pool = pool
         self._task_queue = task_queue
@@ -322,13 +311,15 @@ class ShieldingService:
                 " Its deadline was " + deadlines.describe(datetime.fromisoformat(due)) + "." if due else ""
             )
             await store.refuse_form(
-                self._pool, request_id=request_id, document_ids=[], actor=actor, reason=reason,
+                self._pool,
+                request_id=request_id,
+                document_ids=[],
+                actor=actor,
+                reason=reason,
                 operation_key=f"{request_id}:late-form:{secrets.token_hex(8)}",
             )
             raise Refusal(reason)
-        document_ids = await store.stage_documents(
-            self._pool, request_id, [(d.filename, d.content) for d in documents]
-        )
+        document_ids = await store.stage_documents(self._pool, request_id, [(d.filename, d.content) for d in documents])
         handle = self._client.get_workflow_handle_for(ShieldingRequestWorkflow.run, request_id)
         try:
             return await handle.execute_update(
@@ -340,9 +331,7 @@ class ShieldingService:
             await store.discard_staged_documents(self._pool, document_ids)
             raise self._closed_or_unreachable(request_id, err) from None
 
-    async def decide_review(
-        self, request_id: str, *, approve: bool, reason: str | None, actor: str
-    ) -> ReviewOutcome:
+    async def decide_review(self, request_id: str, *, approve: bool, reason: str | None, actor: str) -> ReviewOutcome:
         await self._known_request(request_id)
         decision = ReviewDecision(
             decision=ReviewDecisionKind.APPROVE if approve else ReviewDecisionKind.UNSHIELD,
@@ -381,6 +370,4 @@ class ShieldingService:
     def _closed_or_unreachable(request_id: str, err: RPCError) -> Refusal:
         if err.status == RPCStatusCode.NOT_FOUND:
             return Refusal(f"Request {request_id} is closed or has no running lifecycle.")
-        return Refusal(
-            f"The workflow service could not be reached for request {request_id}; try again shortly."
-        )
+        return Refusal(f"The workflow service could not be reached for request {request_id}; try again shortly.")

@@ -105,11 +105,7 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=[],
         dev_server_extra_args=[
             *dev_server_args(),
-            *[
-                arg
-                for name, kind in SEARCH_ATTRIBUTES.items()
-                for arg in ("--search-attribute", f"{name}={kind}")
-            ],
+            *[arg for name, kind in SEARCH_ATTRIBUTES.items() for arg in ("--search-attribute", f"{name}={kind}")],
         ],
         ui=False,
     )
@@ -119,9 +115,7 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-def running_worker(
-    client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object
-) -> Worker:
+def running_worker(client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object) -> Worker:
     return build_worker(
         client,
         ShieldingActivities(pool),

@@ -80,9 +80,7 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
-async def status_where(
-    handle: WorkflowHandle[Any, Any], accept: Callable[[RequestStatus], bool]
-) -> RequestStatus:
+async def status_where(handle: WorkflowHandle[Any, Any], accept: Callable[[RequestStatus], bool]) -> RequestStatus:
     return await eventually(lambda: status(handle), accept)  # type: ignore[no-any-return]
 
 
@@ -94,9 +92,7 @@ async def shielded_uids(pool: asyncpg.Pool, uids: list[str]) -> set[str]:
 
 
 async def actions(pool: asyncpg.Pool, request_id: str) -> list[str]:
-    rows = await pool.fetch(
-        "SELECT action FROM audit_log WHERE request_id = $1 ORDER BY entry_id", request_id
-    )
+    rows = await pool.fetch("SELECT action FROM audit_log WHERE request_id = $1 ORDER BY entry_id", request_id)
     return [r["action"] for r in rows]
 
 

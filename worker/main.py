@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import signal
 from datetime import timedelta
 
@@ -28,9 +30,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(
-    client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object
-) -> Worker:
+def build_worker(client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object) -> Worker:
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": [ShieldingRequestWorkflow],
@@ -62,6 +62,11 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
 
 def main() -> None:
     asyncio.run(run_worker())
+    # The worker has drained and closed its connections; skip interpreter finalisation, where the SDK's
+    # native threads can abort the process (sdk-python#300) and turn a clean stop into a crash.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ REMINDER_INTERVAL = timedelta(days=1)
 REVIEWS_KEPT = 6
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Retry for as long as it takes: a shield or unshield must not be abandoned because the database blinked.
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
-)
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 
 
 class LifecycleState(BaseModel):
@@ -168,9 +166,7 @@ class ShieldingRequestWorkflow:
         form_due_at = deadlines.form_due_at(request.called_at)
         result: ShieldResult = await workflow.execute_activity_method(
             ShieldingActivities.shield_record,
-            ShieldRecordInput(
-                request=request, form_due_at=form_due_at, operation_key=self._next_key("shield")
-            ),
+            ShieldRecordInput(request=request, form_due_at=form_due_at, operation_key=self._next_key("shield")),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -312,7 +308,7 @@ class ShieldingRequestWorkflow:
                 reviewer_subject=f"{kind.value} review due: shielding request {state.request_id}",
                 reviewer_body=(
                     f"The {kind.value} review of shielding request {state.request_id} fell due on "
-                    f"{deadlines.to_london(due_at).isoformat()}. The record stays shielded until a reviewer "
+                    f"{deadlines.describe(due_at)}. The record stays shielded until a reviewer "
                     f"decides: shielding review {state.request_id} --approve | --unshield --reason TEXT"
                 ),
             )
@@ -402,7 +398,7 @@ class ShieldingRequestWorkflow:
         if workflow.now() >= state.form_due_at:
             return (
                 f"The form for request {state.request_id} arrived after its deadline ("
-                + deadlines.to_london(state.form_due_at).isoformat()
+                + deadlines.describe(state.form_due_at)
                 + "); it cannot be accepted."
             )
         return None
@@ -467,7 +463,7 @@ class ShieldingRequestWorkflow:
             return f"Request {state.request_id} is closed ({state.stage.value}); there is nothing to review."
         if state.review_due_since is None:
             next_review = self._next_review_at()
-            when = deadlines.to_london(next_review).isoformat() if next_review else "not scheduled"
+            when = deadlines.describe(next_review) if next_review else "not scheduled"
             return (
                 f"No review is due for request {state.request_id}; the next "
                 f"({review_kind(state.next_review_index).value}) review falls due at {when}."
@@ -551,7 +547,7 @@ class ShieldingRequestWorkflow:
                 self._continue_as_new = True
             message = (
                 f"{kind.value} review approved; request {state.request_id} stays shielded. Next review: "
-                + (deadlines.to_london(next_review).isoformat() if next_review else "none")
+                + (deadlines.describe(next_review) if next_review else "none")
                 + "."
             )
             self._last_message = message

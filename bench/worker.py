@@ -1,0 +1,94 @@
+"""The benchmark's worker process: our worker (worker.main.build_worker) and/or the floor worker.
+
+Run as a child of `python -m bench`, one per server, so its memory can be measured on its own and an abort
+at interpreter exit (sdk-python#300) cannot take the benchmark down. Ready when it writes --ready-file;
+SIGTERM drains and exits.
+
+    python -m bench.worker --address 127.0.0.1:PORT --database-url URL --task-queue Q \
+        [--floor-task-queue F] [--max-cached-workflows N] --ready-file PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.worker import Worker
+
+from activities.shielding import ShieldingActivities
+from bench.floor import FLOOR_ACTIVITIES, FLOOR_WORKFLOWS
+from shielding import store
+from shielding.log import configure_logging
+from shielding.settings import Settings
+from shielding.temporal import connect
+from worker.main import build_worker, workflow_runner
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--task-queue", default=None, help="run our workflow on this task queue")
+    parser.add_argument("--floor-task-queue", default=None, help="run the floor workflows on this task queue")
+    parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument("--ready-file", required=True)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    overrides: dict[str, object] = {
+        "TEMPORAL_ADDRESS": args.address,
+        "SHIELDING_TASK_QUEUE": args.task_queue or "unused",
+    }
+    if args.database_url:
+        overrides["DATABASE_URL"] = args.database_url
+    if args.max_cached_workflows is not None:
+        overrides["SHIELDING_MAX_CACHED_WORKFLOWS"] = args.max_cached_workflows
+    settings = Settings(**overrides)  # type: ignore[arg-type]  # keys come from SHIELDING_ENCRYPTION_KEYS
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if args.task_queue:
+            pool = await store.create_pool(settings.resolved_database_url(), max_size=10)
+            stack.push_async_callback(pool.close)
+            await stack.enter_async_context(build_worker(client, ShieldingActivities(pool), settings))
+        if args.floor_task_queue:
+            floor = Worker(
+                client,
+                task_queue=args.floor_task_queue,
+                workflows=FLOOR_WORKFLOWS,
+                activities=FLOOR_ACTIVITIES,
+                workflow_runner=workflow_runner(),
+                max_cached_workflows=settings.max_cached_workflows,
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            )
+            await stack.enter_async_context(floor)
+        Path(args.ready_file).write_text(str(os.getpid()))
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    code = 0
+    try:
+        asyncio.run(run(_parse(argv)))
+    except Exception as err:  # noqa: BLE001 - reported to the log file the parent keeps
+        print(f"bench worker failed: {err!r}", file=sys.stderr, flush=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the SDK's core threads can abort it (sdk-python#300).
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
