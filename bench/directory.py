@@ -27,20 +27,13 @@ SEED = 20261124
 _MASK64 = (1 << 64) - 1
 _EPOCH = date(2008, 1, 1)
 
-_GIVEN = (
-    "Amelia Oliver Isla George Ava Noah Mia Arthur Ivy Leo Freya Oscar Florence Harry Lily Muhammad Sophia Jack "
-    "Grace Charlie Willow Henry Rosie Theo Evie Thomas Poppy Jacob Elsie Alfie Aria Archie Daisy Finley Sienna "
-    "Joshua Isabella Teddy Maya Lucas Emily Tommy Ella Isaac Luna Ezra Hallie Max Phoebe Reggie Esme Albert Eva "
-    "Edward Matilda Ronnie Ruby Hugo Penelope Jude Millie Elijah Mila Rory Harper Roman Layla Louie Violet Zayn "
-    "Eliza Ethan Olivia Adam Ada Sonny Nova Alexander Maeve Hunter Bonnie Yusuf Zara Jaxon Iris Stanley Aisha "
-    "Ibrahim Amara Dylan Nancy Caleb Hannah Omar Lyra Elliot Aurora Chloe Ali Imogen Ayaan Eden Kai Orla Otis Ayla"
-).split()
-_FAMILY_A = "Hart Ash Brad Brook Cal Dun Fair Green Hol Kings Lang Mar Nor Old Pem Ravens Red Rother Sand Stan".split()
+_GIVEN = ["Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Arthur", "Ivy", "Leo", "Freya", "Oscar", "Florence", "Harry", "Lily", "Muhammad", "Sophia", "Jack", "Grace", "Charlie", "Willow", "Henry", "Rosie", "Theo", "Evie", "Thomas", "Poppy", "Jacob", "Elsie", "Alfie", "Aria", "Archie", "Daisy", "Finley", "Sienna", "Joshua", "Isabella", "Teddy", "Maya", "Lucas", "Emily", "Tommy", "Ella", "Isaac", "Luna", "Ezra", "Hallie", "Max", "Phoebe", "Reggie", "Esme", "Albert", "Eva", "Edward", "Matilda", "Ronnie", "Ruby", "Hugo", "Penelope", "Jude", "Millie", "Elijah", "Mila", "Rory", "Harper", "Roman", "Layla", "Louie", "Violet", "Zayn", "Eliza", "Ethan", "Olivia", "Adam", "Ada", "Sonny", "Nova", "Alexander", "Maeve", "Hunter", "Bonnie", "Yusuf", "Zara", "Jaxon", "Iris", "Stanley", "Aisha", "Ibrahim", "Amara", "Dylan", "Nancy", "Caleb", "Hannah", "Omar", "Lyra", "Elliot", "Aurora", "Chloe", "Ali", "Imogen", "Ayaan", "Eden", "Kai", "Orla", "Otis", "Ayla"]
+_FAMILY_A = ["Hart", "Ash", "Brad", "Brook", "Cal", "Dun", "Fair", "Green", "Hol", "Kings", "Lang", "Mar", "Nor", "Old", "Pem", "Ravens", "Red", "Rother", "Sand", "Stan"]
 _FAMILY_B = (
-    "by ford ley ton well wood worth field ham stead bury combe dale gate hurst more ridge shaw wick lake".split()
+    ["by", "ford", "ley", "ton", "well", "wood", "worth", "field", "ham", "stead", "bury", "combe", "dale", "gate", "hurst", "more", "ridge", "shaw", "wick", "lake"]
 )
 _FAMILY_C = ["", "e", "s", "-Okafor", "-Achebe", "-Nowak", "-Singh", "-Khan", "-Murphy", "-Jones", "-Patel", "-Ali"]
-_STREETS = "Frampton Lisson Church Edgware Marylebone Harrow Cunningham Grove Aberdeen Hamilton".split()
+_STREETS = ["Frampton", "Lisson", "Church", "Edgware", "Marylebone", "Harrow", "Cunningham", "Grove", "Aberdeen", "Hamilton"]
 _SCHOOLS = [f"{name} Primary" for name in ("St Peter's", "Gateway", "Hampden Gurney", "Robinsfield", "Barrow Hill")]
 COLUMNS = (
     "uid",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import signal
+import sys
 from datetime import timedelta
 
 from temporalio.client import Client
