@@ -56,6 +56,13 @@ class StepInput(BaseModel):
     reviewer_body: str | None = None
 
 
+class RequestorNotice(BaseModel):
+    request_id: str
+    subject: str
+    body: str
+    operation_key: str
+
+
 class ShieldingActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -130,6 +137,16 @@ class ShieldingActivities:
         log.info("step", request_id=params.request_id, action=params.action.value)
         return result
 
+    @activity.defn
+    async def notify_requestor(self, params: RequestorNotice) -> store.StepResult:
+        return await store.notify_requestor(
+            self._pool,
+            request_id=params.request_id,
+            subject=params.subject,
+            body=params.body,
+            operation_key=params.operation_key,
+        )
+
     def all(self) -> list[Any]:
         return [
             self.shield_record,
@@ -137,4 +154,5 @@ class ShieldingActivities:
             self.accept_form,
             self.refuse_form,
             self.record_step,
+            self.notify_requestor,
         ]

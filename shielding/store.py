@@ -548,6 +548,22 @@ async def lift_shield(
     return await once(pool, operation_key, StepResult, operation)
 
 
+async def notify_requestor(
+    pool: asyncpg.Pool, *, request_id: str, subject: str, body: str, operation_key: str
+) -> StepResult:
+    """Queue a message to the requestor's contact (never any child detail: the body is written by the caller)."""
+
+    async def operation(conn: asyncpg.Connection) -> StepResult:
+        requestor = await conn.fetchval("SELECT requestor FROM shielding_requests WHERE request_id = $1", request_id)
+        contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
+        await notify(
+            conn, recipient_kind="requestor", recipient=contact, request_id=request_id, subject=subject, body=body
+        )
+        return StepResult()
+
+    return await once(pool, operation_key, StepResult, operation)
+
+
 async def stage_documents(pool: asyncpg.Pool, request_id: str, documents: Sequence[tuple[str, bytes]]) -> list[str]:
     """Store uploaded documents, unlinked until the workflow accepts the form; returns their ids."""
     ids = []

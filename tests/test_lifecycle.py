@@ -95,6 +95,12 @@ async def test_form_just_before_the_deadline_is_recorded_and_the_shield_stays(
     assert len(stored) == 1 and stored[0]["accepted_at"] is not None and stored[0]["size_bytes"] == 23
     assert "form-received" in await actions(pool, ack.request_id)
     assert "lapsed" not in await actions(pool, ack.request_id)
+    # Version 2 of the workflow acknowledges the form to the requestor, naming only the request.
+    receipts = [n for n in await store.notifications(pool, ack.request_id) if n["recipient_kind"] == "requestor"]
+    assert [n["subject"] for n in receipts] == [f"Shielding request {ack.request_id}: form received"]
+    assert receipts[0]["recipient"] == "020 7641 0000"
+    for child in children:
+        assert child.family_name not in receipts[0]["body"] and child.address.postcode not in receipts[0]["body"]
 
 
 async def test_no_form_by_the_deadline_lapses_the_request(time_env, pool, settings, children, task_queue, tmp_path):

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.shielding import (
         FormInput,
         LiftShieldInput,
+        RequestorNotice,
         ShieldingActivities,
         ShieldRecordInput,
         StepInput,
@@ -48,6 +49,9 @@ with workflow.unsafe.imports_passed_through():
     from shielding.temporal import FORM_DUE_AT_ATTRIBUTE, NEXT_REVIEW_AT_ATTRIBUTE, STAGE_ATTRIBUTE
 
 REMINDER_INTERVAL = timedelta(days=1)
+# Version 2 tells the requestor their form arrived. Lifecycles that received a form under version 1 replay
+# without this step (workflow.patched is false for them); new ones take it.
+FORM_RECEIPT_PATCH = "form-receipt-to-requestor"
 # Keep the last few decisions in the carried state; the audit log holds them all.
 REVIEWS_KEPT = 6
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -437,6 +441,21 @@ class ShieldingRequestWorkflow:
             )
             self._state.form_received_at = result.at or workflow.now()
             self._form_arriving = False
+            if workflow.patched(FORM_RECEIPT_PATCH):
+                await workflow.execute_activity_method(
+                    ShieldingActivities.notify_requestor,
+                    RequestorNotice(
+                        request_id=self._state.request_id,
+                        subject=f"Shielding request {self._state.request_id}: form received",
+                        body=(
+                            f"We have received the written form and supporting documents for shielding request "
+                            f"{self._state.request_id}. The record stays shielded and will be reviewed."
+                        ),
+                        operation_key=self._next_key("form-receipt"),
+                    ),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                )
             self._publish()
             self._wake = True
             message = f"Form received for request {self._state.request_id}; the record stays shielded."

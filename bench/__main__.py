@@ -1,0 +1,286 @@
+"""python -m bench [--quick] [--json FILE]: the shielding service against its floors, on a stack of its own.
+
+Starts a fresh PostgreSQL (pgserver, temp dir), a tuned Temporal dev server (WAL SQLite, our search
+attributes), an untuned one (defaults) and worker processes; every figure is measured beside a floor taken
+in the same run on the same servers, batches interleaved. Progress goes to stderr, the table to stdout.
+Everything it started is stopped and its temp dir deleted at the end, on error and on Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from bench import directory
+from bench.intake import Rig, breakdown, intake_throughput, shield_transaction_ms, time_to_shield
+from bench.lifecycles import open_lifecycles
+from bench.report import render
+from bench.simulate import simulated_lifecycle
+from bench.stack import Stack, binary
+
+PHASES = ("directory", "time_to_shield", "throughput", "lifecycles", "simulate")
+SHIELD_QUEUE = "bench-shield"
+FLOOR_QUEUE = "bench-floor"
+LIFECYCLE_QUEUE = "bench-lifecycles"
+LIFECYCLE_CACHE = 100
+
+PLANS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "directory_rows": 200_000,
+        "uid_batch": 2_500,
+        "uid_rounds": 4,
+        "search_batch": 25,
+        "search_rounds": 2,
+        # (concurrency, requests per kind, batch size)
+        "time_to_shield": [(1, 150, 25), (10, 300, 100), (50, 500, 250)],
+        "throughput": 500,
+        "throughput_concurrency": 50,
+        "throughput_batches": 4,
+        "lifecycles": 2_000,
+        "breakdown": 30,
+    },
+    "full": {
+        "directory_rows": 1_000_000,
+        "uid_batch": 5_000,
+        "uid_rounds": 8,
+        "search_batch": 25,
+        "search_rounds": 4,
+        "time_to_shield": [(1, 400, 25), (10, 1_000, 100), (50, 1_500, 250)],
+        "throughput": 2_000,
+        "throughput_concurrency": 50,
+        "throughput_batches": 4,
+        "lifecycles": 10_000,
+        "breakdown": 50,
+    },
+}
+
+_T0 = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (finishes in a few minutes)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    args = parser.parse_args(argv)
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    return args
+
+
+def _fresh_children(count: int) -> Iterator[str]:
+    """Directory children never shielded: the bulk-loaded ones, skipping the 0.5% loaded shielded."""
+    return (directory.child_uid(i) for i in range(1, count) if not directory.is_shielded(i))
+
+
+def _configure_client_logging(path: Path) -> None:
+    """Our service logs one line per intake at INFO, as in production; here into a file, not the table."""
+    import structlog
+
+    from shielding.log import configure_logging
+
+    configure_logging("INFO")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
+
+
+def _temporal_version() -> str:
+    out = subprocess.run([binary("temporal"), "--version"], capture_output=True, text=True, timeout=30).stdout
+    return out.strip().removeprefix("temporal version ").strip()
+
+
+async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None:
+    from shielding import store
+    from shielding.codec import generate_key_spec
+    from shielding.settings import Settings
+    from shielding.temporal import data_converter
+    from starter.intake import ShieldingService
+    from temporalio.client import Client
+
+    plan = PLANS["quick" if args.quick else "full"]
+    phases = args.phases
+    keys = generate_key_spec("bench")
+    progress(f"temp dir {stack.root}")
+    _configure_client_logging(stack.root / "bench-client.log")
+
+    temporal_phases = {"time_to_shield", "throughput", "lifecycles"} & set(phases)
+    tuned = stack.start_temporal("temporal-tuned", tuned=True) if temporal_phases else None
+    untuned = stack.start_temporal("temporal-untuned", tuned=False) if "time_to_shield" in phases else None
+    database_url = stack.start_postgres()
+    store.migrate(database_url)
+    settings = Settings(
+        DATABASE_URL=database_url,
+        SHIELDING_ENCRYPTION_KEYS=keys,
+        SHIELDING_TASK_QUEUE=SHIELD_QUEUE,
+        SHIELDING_DATA_DIR=stack.root / "data",
+    )  # type: ignore[call-arg]
+    progress("postgres up, migrated")
+    pool = await store.create_pool(database_url, min_size=10, max_size=10)
+    try:
+        results["versions"]["postgres"] = await pool.fetchval("SHOW server_version")
+        rows = plan["directory_rows"]
+        load = await directory.load_children(database_url, rows)
+        progress(f"directory: {rows:,} children loaded in {load['copy_s']} s (+{load['vacuum_analyze_s']} s vacuum)")
+        if "directory" in phases:
+            figures = await directory.read_benchmark(
+                pool,
+                rows,
+                uid_batch=plan["uid_batch"],
+                uid_rounds=plan["uid_rounds"],
+                search_batch=plan["search_batch"],
+                search_rounds=plan["search_rounds"],
+            )
+            figures["load"] = load
+            results["directory_read"] = figures
+            progress(
+                f"directory_read: view p99 {figures['view_p99_ms']} ms vs raw {figures['raw_p99_ms']} ms; "
+                f"search p99 {figures['search_p99_ms']} ms vs raw {figures['raw_search_p99_ms']} ms"
+            )
+        children = _fresh_children(rows)
+        converter = data_converter(settings)
+
+        if tuned is not None:
+            await stack.wait_temporal(tuned)
+            client = await Client.connect(tuned.address, data_converter=converter)
+            service = ShieldingService(
+                client, pool, task_queue=SHIELD_QUEUE, max_document_bytes=settings.max_document_bytes
+            )
+            rig = Rig(service=service, client=client, floor_task_queue=FLOOR_QUEUE, children=children)
+            if {"time_to_shield", "throughput"} & set(phases):
+                worker = await stack.start_worker(
+                    "worker-main", tuned, encryption_keys=keys, task_queue=SHIELD_QUEUE, floor_task_queue=FLOOR_QUEUE
+                )
+                untuned_worker = None
+                if untuned is not None:
+                    await stack.wait_temporal(untuned)
+                    untuned_worker = await stack.start_worker(
+                        "worker-untuned", untuned, encryption_keys=keys, floor_task_queue=FLOOR_QUEUE
+                    )
+                    rig.untuned_client = await Client.connect(untuned.address, data_converter=converter)
+                    rig.untuned_task_queue = FLOOR_QUEUE
+                progress("servers and workers up")
+                if "time_to_shield" in phases:
+                    tts = await time_to_shield(rig, plan["time_to_shield"], progress)
+                    tts["breakdown"] = await breakdown(client, rig.samples, plan["breakdown"])
+                    tts["shield_transaction"] = await shield_transaction_ms(pool, list(itertools.islice(children, 30)))
+                    results["time_to_shield"] = tts
+                if untuned_worker is not None and untuned is not None:
+                    stack.stop(untuned_worker)
+                    stack.stop(untuned.managed)
+                    rig.untuned_client = None
+                if "throughput" in phases:
+                    results["intake_throughput"] = await intake_throughput(
+                        rig,
+                        plan["throughput"],
+                        plan["throughput_concurrency"],
+                        plan["throughput_batches"],
+                        progress,
+                    )
+                stack.stop(worker)
+            if "lifecycles" in phases:
+                lifecycle_worker = await stack.start_worker(
+                    "worker-lifecycles",
+                    tuned,
+                    encryption_keys=keys,
+                    task_queue=LIFECYCLE_QUEUE,
+                    max_cached_workflows=LIFECYCLE_CACHE,
+                )
+                lifecycle_rig = Rig(
+                    service=ShieldingService(
+                        client, pool, task_queue=LIFECYCLE_QUEUE, max_document_bytes=settings.max_document_bytes
+                    ),
+                    client=client,
+                    floor_task_queue=FLOOR_QUEUE,
+                    children=children,
+                )
+                results["open_lifecycles"] = await open_lifecycles(
+                    lifecycle_rig,
+                    worker=lifecycle_worker,
+                    server=tuned,
+                    task_queue=LIFECYCLE_QUEUE,
+                    count=plan["lifecycles"],
+                    concurrency=50,
+                    max_cached_workflows=LIFECYCLE_CACHE,
+                    progress=progress,
+                )
+                stack.stop(lifecycle_worker)
+        if "simulate" in phases:
+            results["simulated_lifecycle"] = await simulated_lifecycle(settings, pool, next(children))
+            progress(f"simulated_lifecycle: {results['simulated_lifecycle']['wall_s']} s")
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+
+    def on_term(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "load_before": round(os.getloadavg()[0], 2),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "temporalio": importlib.metadata.version("temporalio"),
+            "temporal_cli": _temporal_version(),
+            "postgres": None,
+        },
+    }
+    stack = Stack()
+    code = 1
+    try:
+        asyncio.run(_run(args, stack, results))
+        code = 0
+    except KeyboardInterrupt:
+        progress("interrupted; cleaning up")
+        code = 130
+    except Exception:  # noqa: BLE001 - report it, clean up, exit non-zero
+        traceback.print_exc()
+        progress(f"failed; logs were in {stack.root} (removed on exit)")
+    finally:
+        stack.close()
+    results["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+    results["wall_s"] = round(time.monotonic() - _T0, 1)
+    if code == 0:
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(render(results), flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter teardown: the SDK's core threads can abort it (sdk-python#300); all is cleaned up above.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

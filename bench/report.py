@@ -1,0 +1,163 @@
+"""The printed table: every figure beside its floor, the ratio and the goal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _num(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}{unit}"
+    return str(value)
+
+
+def _verdict(value: Any, goal: str) -> str:
+    if value is None or not goal:
+        return ""
+    op, _, limit = goal.partition(" ")
+    bound = float(limit)
+    ok = value <= bound if op == "<=" else value >= bound
+    return "ok" if ok else "MISSED"
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+
+def render(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    machine, versions = results.get("machine", {}), results.get("versions", {})
+    lines.append(
+        f"shielding benchmark ({results.get('mode', '?')}), {machine.get('cores')} cores, "
+        f"{machine.get('memory_gb')} GB, load {machine.get('load_before')} -> {machine.get('load_after')}; "
+        f"Python {versions.get('python')}, temporalio {versions.get('temporalio')}, "
+        f"temporal CLI {versions.get('temporal_cli')}, PostgreSQL {versions.get('postgres')}; "
+        f"{results.get('wall_s', '?')} s"
+    )
+    widths = [44, 12, 12, 8, 9, 7]
+    lines.append("")
+    lines.append(_row(["figure", "ours", "floor", "ratio", "goal", ""], widths))
+    lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+
+    def add(name: str, ours: str, floor: str, value: Any, goal: str = "") -> None:
+        lines.append(_row([name, ours, floor, _num(value, digits=3), goal, _verdict(value, goal)], widths))
+
+    tts = results.get("time_to_shield")
+    if tts:
+        add(
+            "time_to_shield p99, 1 in flight",
+            _num(tts["p99_ms"], " ms"),
+            _num(tts["floor_p99_ms"], " ms"),
+            tts["ratio_p99"],
+            "<= 1.5",
+        )
+        add(
+            "time_to_shield p50 vs UNTUNED floor p50",
+            _num(tts["p50_ms"], " ms"),
+            _num(tts["untuned_floor_p50_ms"], " ms"),
+            tts["ratio_p50_untuned"],
+            "<= 0.3",
+        )
+        for conc, entry in tts["by_concurrency"].items():
+            ours, floor = entry["ours"], entry["floor"]
+            add(
+                f"  c={conc}: p50 / p95 / p99 (n={ours['n']})",
+                f"{ours['p50_ms']:.0f}/{ours['p95_ms']:.0f}/{ours['p99_ms']:.0f}",
+                f"{floor['p50_ms']:.0f}/{floor['p95_ms']:.0f}/{floor['p99_ms']:.0f}",
+                entry["ratio_p99"],
+            )
+    thr = results.get("intake_throughput")
+    if thr:
+        add(
+            f"intake_throughput ({thr['requests']} req, {thr['concurrency']} in flight)",
+            _num(thr["per_s"], "/s"),
+            _num(thr["floor_per_s"], "/s"),
+            thr["ratio"],
+            ">= 0.8",
+        )
+    dr = results.get("directory_read")
+    if dr:
+        rows = dr.get("load", {}).get("rows")
+        add(
+            f"directory_read view by uid p99 ({_num(rows, '', 0)} rows)",
+            _num(dr["view_p99_ms"], " ms", 3),
+            _num(dr["raw_p99_ms"], " ms", 3),
+            dr["ratio"],
+            "<= 1.05",
+        )
+        add("  view by uid p50", _num(dr["view_p50_ms"], " ms", 3), _num(dr["raw_p50_ms"], " ms", 3), dr["ratio_p50"])
+        add(
+            "  view by uid throughput (pool of 10)",
+            _num(dr["view_per_s"], "/s", 0),
+            _num(dr["raw_per_s"], "/s", 0),
+            None,
+        )
+        add(
+            "  search_children name+dob p99",
+            _num(dr["search_p99_ms"], " ms", 2),
+            _num(dr["raw_search_p99_ms"], " ms", 2),
+            dr["search_ratio"],
+        )
+        add(
+            "  search_children name+dob p50",
+            _num(dr["search_p50_ms"], " ms", 2),
+            _num(dr["raw_search_p50_ms"], " ms", 2),
+            None,
+        )
+        add(
+            "  search_children throughput",
+            _num(dr["search_per_s"], "/s", 0),
+            _num(dr["raw_search_per_s"], "/s", 0),
+            None,
+        )
+    ol = results.get("open_lifecycles")
+    if ol:
+        add(
+            f"open_lifecycles: {ol['count']} started (cache {ol['max_cached_workflows']})",
+            _num(ol["start_s"], " s"),
+            "",
+            None,
+        )
+        for point in ol["checkpoints"]:
+            add(
+                f"  {point['percent']:>3}%: {point['started']} started, {point['running']} running",
+                _num(point["worker_rss_mb"], " MB"),
+                _num(point["server_rss_mb"], " MB"),
+                None,
+                "worker/server",
+            )
+        add(
+            "  worker RSS growth 25% -> 100%",
+            _num(ol["worker_rss_growth_25_to_100_mb"], " MB"),
+            "",
+            None,
+            "flat" if ol["worker_memory_flat"] else "NOT FLAT",
+        )
+    sim = results.get("simulated_lifecycle")
+    if sim:
+        add(
+            f"simulated_lifecycle: {sim['simulated_days']:.0f} days, {sim['reviews_approved']} reviews",
+            _num(sim["wall_s"], " s", 2),
+            "",
+            None,
+        )
+    bd = results.get("time_to_shield", {}).get("breakdown")
+    if bd and "ours" in bd and "floor" in bd:
+        lines.append("")
+        lines.append("where a sequential intake's time goes (medians, ms; from history event times):")
+        lines.append(_row(["segment", "ours", "floor", "diff"], [44, 12, 12, 8]))
+        for key in [*bd["segments"], "total"]:
+            ours, floor = bd["ours"].get(key), bd["floor"].get(key)
+            diff = None if ours is None or floor is None else ours - floor
+            lines.append(_row([key, _num(ours), _num(floor), _num(diff)], [44, 12, 12, 8]))
+        shield = results.get("time_to_shield", {}).get("shield_transaction")
+        if shield:
+            lines.append(
+                f"  (the shield transaction alone, store.shield_request from the bench process: "
+                f"p50 {shield['p50_ms']:.1f} ms, p99 {shield['p99_ms']:.1f} ms)"
+            )
+    return "\n".join(lines)
