@@ -115,12 +115,13 @@ def _temporal_version() -> str:
 
 
 async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None:
+    from temporalio.client import Client
+
     from shielding import store
     from shielding.codec import generate_key_spec
     from shielding.settings import Settings
     from shielding.temporal import data_converter
     from starter.intake import ShieldingService
-    from temporalio.client import Client
 
     plan = PLANS["quick" if args.quick else "full"]
     phases = args.phases
@@ -267,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except Exception:  # noqa: BLE001 - report it, clean up, exit non-zero
         traceback.print_exc()
-        progress(f"failed; logs were in {stack.root} (removed on exit)")
+        for managed in stack.processes:
+            print(f"--- {managed.name} (last lines of its log)\n{managed.log_tail()}", file=sys.stderr)
+        progress("failed; cleaning up")
     finally:
         stack.close()
     results["machine"]["load_after"] = round(os.getloadavg()[0], 2)

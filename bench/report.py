@@ -38,7 +38,7 @@ def render(results: dict[str, Any]) -> str:
         f"temporal CLI {versions.get('temporal_cli')}, PostgreSQL {versions.get('postgres')}; "
         f"{results.get('wall_s', '?')} s"
     )
-    widths = [44, 12, 12, 8, 9, 7]
+    widths = [44, 15, 15, 8, 9, 7]
     lines.append("")
     lines.append(_row(["figure", "ours", "floor", "ratio", "goal", ""], widths))
     lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
@@ -149,11 +149,11 @@ def render(results: dict[str, Any]) -> str:
     if bd and "ours" in bd and "floor" in bd:
         lines.append("")
         lines.append("where a sequential intake's time goes (medians, ms; from history event times):")
-        lines.append(_row(["segment", "ours", "floor", "diff"], [44, 12, 12, 8]))
+        lines.append(_row(["segment", "ours", "floor", "diff"], [44, 15, 15, 8]))
         for key in [*bd["segments"], "total"]:
             ours, floor = bd["ours"].get(key), bd["floor"].get(key)
             diff = None if ours is None or floor is None else ours - floor
-            lines.append(_row([key, _num(ours), _num(floor), _num(diff)], [44, 12, 12, 8]))
+            lines.append(_row([key, _num(ours), _num(floor), _num(diff)], [44, 15, 15, 8]))
         shield = results.get("time_to_shield", {}).get("shield_transaction")
         if shield:
             lines.append(

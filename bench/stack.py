@@ -229,4 +229,7 @@ class Stack:
             with contextlib.suppress(Exception):
                 self.postgres.cleanup()  # type: ignore[attr-defined]
             self.postgres = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_TEMP"):
+            print(f"BENCH_KEEP_TEMP: kept {self.root}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -7,7 +7,7 @@ deterministically and the tests can pin every boundary.
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -80,7 +80,9 @@ def _localise(wall: datetime) -> datetime:
     An ambiguous time (autumn clock change) takes its first occurrence; a time skipped by the spring change
     moves forward by the hour that was skipped (01:30 becomes 02:30 BST).
     """
-    return wall.replace(tzinfo=LONDON, fold=0).astimezone(LONDON)
+    # Convert through UTC: astimezone() to the tzinfo the datetime already carries is a no-op, which would leave a
+    # skipped wall time (01:30, labelled GMT) uncorrected instead of normalising it to 02:30 BST.
+    return wall.replace(tzinfo=LONDON, fold=0).astimezone(UTC).astimezone(LONDON)
 
 
 def review_7_day_at(shielded_at: datetime) -> datetime:
