@@ -6,6 +6,7 @@ Everything a person types arrives here as a draft of plain strings; `validate_in
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
@@ -59,6 +61,10 @@ _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 class Refusal(Exception):
     """A request the service will not carry out; the message is for the person at the keyboard."""
+
+
+class IntakeTimeout(TimeoutError):
+    """An intake not confirmed within the service's bound; its lifecycle may still complete it."""
 
 
 def new_request_id() -> str:
@@ -246,11 +252,21 @@ def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document
 class ShieldingService:
     """What intake officers and reviewers do, over a Temporal client and the store (both injected)."""
 
-    def __init__(self, client: Client, pool: asyncpg.Pool, *, task_queue: str, max_document_bytes: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        pool: asyncpg.Pool,
+        *,
+        task_queue: str,
+        max_document_bytes: int,
+        intake_timeout: float | None = None,
+    ) -> None:
         self._client = client
         self._pool = pool
         self._task_queue = task_queue
         self._max_document_bytes = max_document_bytes
+        # Seconds submit_request waits for the acknowledgement; None waits for as long as it takes.
+        self._intake_timeout = intake_timeout
 
     async def submit_request(
         self, draft: IntakeDraft, *, actor: str, request_id: str | None = None, now: datetime | None = None
@@ -287,9 +303,23 @@ class ShieldingService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([SearchAttributePair(STAGE_ATTRIBUTE, "intake")]),
         )
-        ack = await self._client.execute_update_with_start_workflow(
-            ShieldingRequestWorkflow.acknowledge_intake, AcknowledgeIntake(), start_workflow_operation=start
-        )
+        bound = asyncio.timeout(self._intake_timeout)
+        try:
+            async with bound:
+                ack = await self._client.execute_update_with_start_workflow(
+                    ShieldingRequestWorkflow.acknowledge_intake, AcknowledgeIntake(), start_workflow_operation=start
+                )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # The SDK turns the cancellation of its update poll into its own error, so test the bound itself.
+            if not bound.expired():
+                raise
+            log.warning("intake not confirmed in time", request_id=request_id)
+            raise IntakeTimeout(
+                f"Request {request_id} was not confirmed within {self._intake_timeout:g} seconds: the workflow "
+                "service or the directory database may be unavailable. The request may still be completed when "
+                f"they recover; check its status (shielding status {request_id}) and, if it is unknown, submit "
+                "it again under the same request id."
+            ) from None
         log.info("intake acknowledged", request_id=request_id, stage=ack.stage.value)
         if ack.stage.value == "refused":
             raise Refusal(f"Refused: {ack.message}")

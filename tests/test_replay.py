@@ -46,6 +46,7 @@ def test_there_are_recorded_histories_to_replay() -> None:
         "reviewed-through-six-months",
         "unshielded-while-awaiting-form",
         "v2-form-receipt-then-unshielded",
+        "v3-local-shield-form-then-unshielded",
     } <= names
 
 
@@ -130,5 +131,7 @@ async def test_record_histories(tmp_path: Path, database_url: str, pool) -> None
     await record("lapsed", lapse)
     # Recorded after the form-receipt patch (version 2): replays with the patch marker in its history.
     await record("v2-form-receipt-then-unshielded", form_then_unshield)
+    # Version 3: the intake shield runs as a local activity.
+    await record("v3-local-shield-form-then-unshielded", form_then_unshield)
     await record("unshielded-while-awaiting-form", unshield)
     await record("reviewed-through-six-months", six_months)

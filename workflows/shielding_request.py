@@ -52,6 +52,8 @@ REMINDER_INTERVAL = timedelta(days=1)
 # Version 2 tells the requestor their form arrived. Lifecycles that received a form under version 1 replay
 # without this step (workflow.patched is false for them); new ones take it.
 FORM_RECEIPT_PATCH = "form-receipt-to-requestor"
+# Version 3 shields at intake in a local activity (one server round trip fewer while the caller waits).
+LOCAL_SHIELD_PATCH = "shield-in-local-activity"
 # Keep the last few decisions in the carried state; the audit log holds them all.
 REVIEWS_KEPT = 6
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -168,12 +170,23 @@ class ShieldingRequestWorkflow:
     async def _shield(self, request: ShieldingRequestInput) -> None:
         state = self._state
         form_due_at = deadlines.form_due_at(request.called_at)
-        result: ShieldResult = await workflow.execute_activity_method(
-            ShieldingActivities.shield_record,
-            ShieldRecordInput(request=request, form_due_at=form_due_at, operation_key=self._next_key("shield")),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
+        shield = ShieldRecordInput(request=request, form_due_at=form_due_at, operation_key=self._next_key("shield"))
+        result: ShieldResult
+        if workflow.patched(LOCAL_SHIELD_PATCH):
+            # The caller is on the phone waiting: a local activity saves a round trip through the server.
+            result = await workflow.execute_local_activity_method(
+                ShieldingActivities.shield_record,
+                shield,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+        else:
+            result = await workflow.execute_activity_method(
+                ShieldingActivities.shield_record,
+                shield,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
         state.stage = result.stage
         state.children = [c.uid for c in result.children if c.existing_request_id is None]
         ack = IntakeAcknowledgement(
