@@ -12,9 +12,12 @@ test in the session.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
 import logging
+import re
 import secrets
 import sys
 import uuid
@@ -76,6 +79,18 @@ MINUTE = timedelta(minutes=1)
 PRACTITIONER_KEYS = {"uid", "given_name", "family_name", "aliases", "gender", "date_of_birth", "shielded"}
 HIDDEN_KEYS = {"address", "carers", "school", "gp_practice", "practitioners"}
 TEMPORAL_FAILURE_PLACEHOLDER = "Encoded failure"
+# Ours, plus the one the SDK keeps for workflow.patched (patch ids only).
+ALLOWED_SEARCH_ATTRIBUTES = {*SEARCH_ATTRIBUTES, "TemporalChangeVersion"}
+LOCAL_ACTIVITY_MARKER_KEYS = {
+    "seq",
+    "attempt",
+    "activity_id",
+    "activity_type",
+    "complete_time",
+    "backoff",
+    "original_schedule_time",
+    "activation_index",
+}
 
 
 # ------------------------------------------------------------------------------------------------ canaries
@@ -315,7 +330,18 @@ def assert_history_holds_nothing_in_clear(events: list[Any], values: dict[str, s
             if isinstance(message, Payload):
                 if ".search_attributes." in path:
                     # Search attributes are indexed by the server, so they cannot be encrypted: ids and dates only.
-                    assert path.rsplit("indexed_fields[", 1)[1].rstrip("]") in SEARCH_ATTRIBUTES, path
+                    assert path.rsplit("indexed_fields[", 1)[1].rstrip("]") in ALLOWED_SEARCH_ATTRIBUTES, path
+                    continue
+                # The SDK's core writes two kinds of marker detail without the codec; both are bookkeeping only.
+                if path.endswith(".marker_recorded_event_attributes.details[patch-data].payloads[0]"):
+                    # workflow.patched: a patch id.
+                    marker = json.loads(message.data)
+                    assert set(marker) == {"id", "deprecated"} and re.fullmatch(r"[a-z0-9-]+", marker["id"]), marker
+                    continue
+                if path.endswith(".marker_recorded_event_attributes.details[data].payloads[0]"):
+                    # A local activity's marker: sequence, attempt, type and times (its result is encrypted).
+                    marker = json.loads(message.data)
+                    assert set(marker) <= LOCAL_ACTIVITY_MARKER_KEYS, marker
                     continue
                 payloads += 1
                 assert message.metadata.get("encoding") == ENCODING, f"payload in clear at {path}"
@@ -459,7 +485,7 @@ async def test_workflow_history_holds_no_child_data(time_env, pool, settings, ta
     )
     assert leaks(raw.SerializeToString(), values) == []
     assert leaks(json_format.MessageToJson(raw), values) == []
-    assert set(raw.workflow_execution_info.search_attributes.indexed_fields) <= set(SEARCH_ATTRIBUTES)
+    assert set(raw.workflow_execution_info.search_attributes.indexed_fields) <= ALLOWED_SEARCH_ATTRIBUTES
     assert len(raw.workflow_execution_info.memo.fields) == 0
     assert raw.workflow_execution_info.execution.workflow_id == request_id
 
@@ -564,17 +590,24 @@ async def test_logs_and_notifications_carry_no_child_data(
     notes = await store.notifications(pool, request_id) + await store.notifications(pool, lapse_request.request_id)
     assert any(n["recipient_kind"] == "reviewers" and n["request_id"] == request_id for n in notes)
     to_requestor = [n for n in notes if n["recipient_kind"] == "requestor"]
-    assert len(to_requestor) == 1 and to_requestor[0]["request_id"] == lapse_request.request_id
-    # The requestor's own contact is where the outbox sends it, and nowhere else.
-    assert to_requestor[0]["recipient"] == lapsing.requestor_email
+    # The lapse is told to its requestor (and, from workflow version 2, a received form to the first one's).
+    lapse_notes = [n for n in to_requestor if n["request_id"] == lapse_request.request_id]
+    assert len(lapse_notes) == 1 and "unsuccessful" in lapse_notes[0]["body"]
+    assert {n["request_id"] for n in to_requestor} <= {request_id, lapse_request.request_id}
+    # Each requestor's own contact is where the outbox sends their message, and it appears nowhere else.
+    contact = {request_id: canaries.requestor_email, lapse_request.request_id: lapsing.requestor_email}
+    for note in to_requestor:
+        assert note["recipient"] == contact[note["request_id"]]
     for note in notes:
         assert leaks(f"{note['subject']}\n{note['body']}", all_values) == [], note
         if note["recipient_kind"] != "requestor":
             assert leaks(note["recipient"], all_values) == [], note
-    requestor_text = f"{to_requestor[0]['subject']}\n{to_requestor[0]['body']}"
-    for address_part in (lapsing.address_line_1, lapsing.address_line_2, lapsing.postcode, canaries.postcode):
-        assert address_part.lower() not in requestor_text.lower()
-        assert address_part.replace(" ", "").lower() not in requestor_text.replace(" ", "").lower()
+    for note in to_requestor:
+        text = f"{note['subject']}\n{note['body']}".lower()
+        for who in (canaries, lapsing):
+            for address_part in (who.address_line_1, who.address_line_2, who.postcode):
+                assert address_part.lower() not in text
+                assert address_part.replace(" ", "").lower() not in text.replace(" ", "")
 
 
 def test_log_processor_redacts_child_detail_keys_whatever_the_caller_passes() -> None:
@@ -1085,6 +1118,26 @@ async def test_codec_server_allows_cross_origin_calls_from_the_web_ui_only(setti
 
 
 # ---------------------------------------------------------------------- h. tamper-evident audit log (runs last)
+
+
+async def test_concurrent_audit_writers_keep_one_chain_in_entry_order(pool) -> None:
+    """Writers racing for the chain head must not leave entries whose chain order differs from their id order
+    (which `audit verify` would report as tampering nobody did)."""
+    actor = _name("racer")
+
+    async def writer(n: int) -> None:
+        for i in range(12):
+            async with pool.acquire() as conn, conn.transaction():
+                await store.append_audit(
+                    conn, action=AuditAction.REFUSED, actor=actor, request_id=None, reason=f"{n}.{i}"
+                )
+
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    rows = await pool.fetch("SELECT entry_id, at FROM audit_log WHERE actor = $1 ORDER BY entry_id", actor)
+    assert len(rows) == 96
+    assert [r["at"] for r in rows] == sorted(r["at"] for r in rows)
+    verdict = await verify_chain(pool)
+    assert verdict.intact, verdict.message
 
 
 async def test_zz_a_changed_audit_entry_breaks_the_chain_at_that_entry(pool, database_url) -> None:
