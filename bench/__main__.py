@@ -32,7 +32,7 @@ from bench.intake import Rig, breakdown, intake_throughput, shield_transaction_m
 from bench.lifecycles import open_lifecycles
 from bench.report import render
 from bench.simulate import simulated_lifecycle
-from bench.stack import Stack, binary
+from bench.stack import Stack, binary, configure_client_logging
 
 PHASES = ("directory", "time_to_shield", "throughput", "lifecycles", "simulate")
 SHIELD_QUEUE = "bench-shield"
@@ -48,7 +48,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "search_batch": 25,
         "search_rounds": 2,
         # (concurrency, requests per kind, batch size)
-        "time_to_shield": [(1, 150, 25), (10, 300, 100), (50, 500, 250)],
+        "time_to_shield": [(1, 200, 25), (10, 300, 100), (50, 500, 250)],
         "throughput": 500,
         "throughput_concurrency": 50,
         "throughput_batches": 4,
@@ -99,16 +99,6 @@ def _fresh_children(count: int) -> Iterator[str]:
     return (directory.child_uid(i) for i in range(1, count) if not directory.is_shielded(i))
 
 
-def _configure_client_logging(path: Path) -> None:
-    """Our service logs one line per intake at INFO, as in production; here into a file, not the table."""
-    import structlog
-
-    from shielding.log import configure_logging
-
-    configure_logging("INFO")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
-
-
 def _temporal_version() -> str:
     out = subprocess.run([binary("temporal"), "--version"], capture_output=True, text=True, timeout=30).stdout
     return out.strip().removeprefix("temporal version ").strip()
@@ -127,7 +117,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     phases = args.phases
     keys = generate_key_spec("bench")
     progress(f"temp dir {stack.root}")
-    _configure_client_logging(stack.root / "bench-client.log")
+    configure_client_logging(stack.root / "bench-client.log")
 
     temporal_phases = {"time_to_shield", "throughput", "lifecycles"} & set(phases)
     tuned = stack.start_temporal("temporal-tuned", tuned=True) if temporal_phases else None
@@ -201,6 +191,11 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                         plan["throughput_concurrency"],
                         plan["throughput_batches"],
                         progress,
+                        cpu_pids={
+                            "worker": worker.pid,
+                            "server": tuned.managed.pid,
+                            **({"postgres": pg_pid} if (pg_pid := stack.postgres_pid()) else {}),
+                        },
                     )
                 stack.stop(worker)
             if "lifecycles" in phases:
@@ -243,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     def on_term(signum: int, _: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # Ctrl-C and SIGTERM alike: stop at once, then clean up below. Installed explicitly, so it also works
+    # when started with SIGINT ignored (a background job of a non-interactive shell).
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "machine": {

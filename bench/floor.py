@@ -62,11 +62,24 @@ FLOOR_ACTIVITIES = [noop]
 
 async def floor_intake(client: Client, workflow_id: str, task_queue: str, *, local: bool = False) -> str:
     """One floor intake: update-with-start, returning once the update (and its activity) has completed."""
-    wf = FloorLocalWorkflow if local else FloorWorkflow
+    if local:
+        local_start = WithStartWorkflowOperation(
+            FloorLocalWorkflow.run,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return await client.execute_update_with_start_workflow(
+            FloorLocalWorkflow.ack,  # type: ignore[arg-type]  # the SDK's zero-argument overload is off
+            start_workflow_operation=local_start,
+        )
     start = WithStartWorkflowOperation(
-        wf.run,
+        FloorWorkflow.run,
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
-    return await client.execute_update_with_start_workflow(wf.ack, start_workflow_operation=start)
+    return await client.execute_update_with_start_workflow(
+        FloorWorkflow.ack,  # type: ignore[arg-type]  # the SDK's zero-argument overload is off
+        start_workflow_operation=start,
+    )

@@ -10,6 +10,7 @@ both sides alike.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,6 +28,7 @@ from starter.intake import IntakeDraft, ShieldingService, new_request_id
 KIND_OURS = "ours"
 KIND_FLOOR = "floor"
 KIND_UNTUNED = "untuned"
+KIND_FLOOR_LOCAL = "floor_local"
 
 
 def draft(uid: str) -> IntakeDraft:
@@ -67,6 +69,8 @@ class Rig:
             return self._ours
         if kind == KIND_FLOOR:
             return lambda: self._floor(self.client, self.floor_task_queue, KIND_FLOOR)
+        if kind == KIND_FLOOR_LOCAL:
+            return lambda: self._floor(self.client, self.floor_task_queue, KIND_FLOOR_LOCAL, local=True)
         assert self.untuned_client is not None and self.untuned_task_queue is not None
         return lambda: self._floor(self.untuned_client, self.untuned_task_queue, KIND_UNTUNED)  # type: ignore[arg-type]
 
@@ -82,11 +86,11 @@ class Rig:
             raise RuntimeError(f"intake of {uid} ended {ack.stage.value}: {ack.message}")
         return Sample(KIND_OURS, request_id, elapsed * 1000, wall, wall + elapsed)
 
-    async def _floor(self, client: Client, task_queue: str, kind: str) -> Sample:
-        workflow_id = f"bench-floor-{uuid.uuid4().hex[:16]}"
+    async def _floor(self, client: Client, task_queue: str, kind: str, *, local: bool = False) -> Sample:
+        workflow_id = f"bench-{kind}-{uuid.uuid4().hex[:16]}".replace("_", "-")
         wall = time.time()
         t0 = time.perf_counter()
-        await floor_intake(client, workflow_id, task_queue)
+        await floor_intake(client, workflow_id, task_queue, local=local)
         elapsed = time.perf_counter() - t0
         return Sample(kind, workflow_id, elapsed * 1000, wall, wall + elapsed)
 
@@ -114,7 +118,7 @@ async def warm_up(rig: Rig, kinds: list[str], progress: Callable[[str], None]) -
     for kind in kinds:
         await run_batch(rig.call(kind), 10, 1)
     for kind in kinds:
-        if kind != KIND_UNTUNED:
+        if kind in (KIND_OURS, KIND_FLOOR):
             await run_batch(rig.call(kind), 50, 25)
     progress("warm-up done")
 
@@ -125,11 +129,13 @@ async def time_to_shield(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """`plan`: (concurrency, requests per kind, batch size). The untuned floor runs at concurrency 1 only."""
-    kinds = [KIND_OURS, KIND_FLOOR] + ([KIND_UNTUNED] if rig.untuned_client else [])
+    kinds = [KIND_OURS, KIND_FLOOR, KIND_FLOOR_LOCAL] + ([KIND_UNTUNED] if rig.untuned_client else [])
     await warm_up(rig, kinds, progress)
     by_concurrency: dict[str, Any] = {}
     for concurrency, per_kind, batch in plan:
-        active = [KIND_OURS, KIND_FLOOR] + ([KIND_UNTUNED] if concurrency == 1 and rig.untuned_client else [])
+        # The local-activity floor and the untuned floor are measured sequentially only.
+        extra = [KIND_FLOOR_LOCAL] + ([KIND_UNTUNED] if rig.untuned_client else [])
+        active = [KIND_OURS, KIND_FLOOR] + (extra if concurrency == 1 else [])
         collected: dict[str, list[Sample]] = {kind: [] for kind in active}
         seconds: dict[str, float] = dict.fromkeys(active, 0.0)
         rounds = -(-per_kind // batch)
@@ -158,6 +164,7 @@ async def time_to_shield(
     headline = by_concurrency["1"]
     ours, floor = headline[KIND_OURS], headline[KIND_FLOOR]
     untuned = headline.get(KIND_UNTUNED, {})
+    local = headline.get(KIND_FLOOR_LOCAL, {})
     return {
         "headline_concurrency": 1,
         "p50_ms": ours["p50_ms"],
@@ -166,6 +173,9 @@ async def time_to_shield(
         "floor_p50_ms": floor["p50_ms"],
         "floor_p99_ms": floor["p99_ms"],
         "ratio_p99": headline["ratio_p99"],
+        "floor_local_p50_ms": local.get("p50_ms"),
+        "floor_local_p99_ms": local.get("p99_ms"),
+        "ratio_p99_local_floor": ratio(ours["p99_ms"], local.get("p99_ms")),
         "untuned_floor_p50_ms": untuned.get("p50_ms"),
         "ratio_p50_untuned": ratio(ours["p50_ms"], untuned.get("p50_ms")),
         "by_concurrency": by_concurrency,
@@ -173,12 +183,28 @@ async def time_to_shield(
 
 
 async def intake_throughput(
-    rig: Rig, total: int, concurrency: int, batches: int, progress: Callable[[str], None]
+    rig: Rig,
+    total: int,
+    concurrency: int,
+    batches: int,
+    progress: Callable[[str], None],
+    cpu_pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """`total` acknowledged requests per kind, `concurrency` in flight, in `batches` alternating batches."""
+    """`total` acknowledged requests per kind, `concurrency` in flight, in `batches` alternating batches.
+
+    With `cpu_pids` ({"worker": pid, ...}), also the CPU time each process (tree) spent per request."""
+    from bench.stack import tree_cpu_s
+
     kinds = [KIND_OURS, KIND_FLOOR]
+    pids = dict(cpu_pids or {})
+    pids["client"] = os.getpid()  # this process only: the servers and workers are its children
+
+    def cpu_s(name: str, pid: int) -> float:
+        return tree_cpu_s(pid, descendants=name != "client")
+
     done = dict.fromkeys(kinds, 0)
     seconds = dict.fromkeys(kinds, 0.0)
+    cpu: dict[str, dict[str, float]] = {kind: dict.fromkeys(pids, 0.0) for kind in kinds}
     latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
     per_batch = -(-total // batches)
     for round_no in range(batches):
@@ -186,7 +212,10 @@ async def intake_throughput(
             size = min(per_batch, total - done[kind])
             if size <= 0:
                 continue
+            before = {name: cpu_s(name, pid) for name, pid in pids.items()}
             samples, wall = await run_batch(rig.call(kind), size, concurrency)
+            for name, pid in pids.items():
+                cpu[kind][name] += cpu_s(name, pid) - before[name]
             done[kind] += len(samples)
             seconds[kind] += wall
             latencies[kind] += [s.latency_ms for s in samples]
@@ -202,6 +231,10 @@ async def intake_throughput(
         "concurrency": concurrency,
         "batches_per_kind": batches,
         "latency": {kind: summarize(latencies[kind]) for kind in kinds},
+        "cpu_ms_per_request": {
+            kind: {name: round(value * 1000 / max(done[kind], 1), 2) for name, value in cpu[kind].items()}
+            for kind in kinds
+        },
     }
 
 
@@ -210,7 +243,7 @@ async def intake_throughput(
 SEGMENTS = (
     ("client_to_start", "client call -> workflow started (RPC, server persists start + update)"),
     ("wft1_queue", "1st workflow task: scheduled -> picked up by the worker"),
-    ("wft1_worker", "1st workflow task on the worker (sandbox, decode, run until the activity)"),
+    ("wft1_worker", "1st workflow task on the worker (sandbox, decode, run; a local activity runs in here)"),
     ("activity_queue", "activity task: scheduled -> picked up"),
     ("activity_run", "activity: picked up -> completion recorded (our DB transaction is in here)"),
     ("wft2_queue", "2nd workflow task: scheduled (activity done) -> picked up"),
@@ -223,52 +256,73 @@ def _event_seconds(event: Any) -> float:
     return float(event.event_time.seconds + event.event_time.nanos / 1e9)
 
 
-def _segments(sample: Sample, events: list[Any]) -> dict[str, float] | None:
+def _segments(sample: Sample, events: list[Any]) -> dict[str, float]:
+    """Per-hop times of one intake. The shield step may be a regular activity (two workflow tasks) or a
+    local activity (run inside the first workflow task); hops that the shape does not have are left out."""
     from temporalio.api.enums.v1 import EventType
 
     def times(kind: int) -> list[float]:
         return [_event_seconds(e) for e in events if e.event_type == kind]
 
     started = times(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
-    wft_scheduled = times(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED)
     wft_started = times(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
     wft_completed = times(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
-    act_scheduled = times(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     act_started = times(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
     act_completed = times(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
-    if not (started and len(wft_started) >= 2 and len(wft_completed) >= 2 and act_started and act_completed):
-        return None
-    points = [
-        sample.started_at,
-        started[0],
-        wft_started[0],
-        wft_completed[0],
-        act_started[0],
-        act_completed[0],
-        wft_started[1],
-        wft_completed[1],
-        sample.finished_at,
-    ]
-    # The 1st task is scheduled with the start; the activity with the 1st task's completion.
-    del wft_scheduled, act_scheduled
-    return {name: (points[i + 1] - points[i]) * 1000 for i, (name, _) in enumerate(SEGMENTS)}
+    update_done = times(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+    if not (started and wft_started and wft_completed and update_done):
+        return {}
+    out = {
+        "client_to_start": started[0] - sample.started_at,
+        "wft1_queue": wft_started[0] - started[0],
+        "wft1_worker": wft_completed[0] - wft_started[0],
+    }
+    if act_started and act_completed and len(wft_started) >= 2 and len(wft_completed) >= 2:
+        out["activity_queue"] = act_started[0] - wft_completed[0]
+        out["activity_run"] = act_completed[0] - act_started[0]
+        out["wft2_queue"] = wft_started[1] - act_completed[0]
+        out["wft2_worker"] = wft_completed[1] - wft_started[1]
+    # From the completion of the workflow task that carried the update's result.
+    carried = [t for t in wft_completed if t <= update_done[0] + 1e-6]
+    out["completion_to_client"] = sample.finished_at - (carried[-1] if carried else update_done[0])
+    return {key: value * 1000 for key, value in out.items()}
+
+
+def shape(events: list[Any]) -> str:
+    from temporalio.api.enums.v1 import EventType
+
+    kinds = {e.event_type for e in events}
+    if EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in kinds:
+        return "activity"
+    if EventType.EVENT_TYPE_MARKER_RECORDED in kinds:
+        return "local activity"
+    return "no activity"
+
+
+def hop_medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = [key for key, _ in SEGMENTS if any(key in r for r in rows)] + ["total"]
+    return {key: round(median([r[key] for r in rows if key in r]), 2) for key in keys}
 
 
 async def breakdown(client: Client, samples: list[Sample], per_kind: int) -> dict[str, Any]:
     """Where the time of a sequential intake goes, from the server's own history event times (same clock)."""
     out: dict[str, Any] = {"segments": dict(SEGMENTS)}
-    for kind in (KIND_OURS, KIND_FLOOR):
+    for kind in sorted({s.kind for s in samples} - {KIND_UNTUNED}):
         chosen = [s for s in samples if s.kind == kind][-per_kind:]
         rows: list[dict[str, float]] = []
+        shapes: set[str] = set()
         for sample in chosen:
             history = await client.get_workflow_handle(sample.workflow_id).fetch_history()
-            segments = _segments(sample, list(history.events))
-            if segments is not None:
+            events = list(history.events)
+            segments = _segments(sample, events)
+            if segments:
                 segments["total"] = sample.latency_ms
                 rows.append(segments)
+                shapes.add(shape(events))
         if rows:
-            out[kind] = {key: round(median([r[key] for r in rows]), 2) for key in rows[0]}
+            out[kind] = hop_medians(rows)
             out[kind]["n"] = len(rows)
+            out[kind]["shape"] = ", ".join(sorted(shapes))
     return out
 
 

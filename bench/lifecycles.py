@@ -42,7 +42,7 @@ async def open_lifecycles(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     await asyncio.sleep(SETTLE_S)
-    checkpoints = [
+    checkpoints: list[dict[str, Any]] = [
         {
             "percent": 0,
             "started": 0,

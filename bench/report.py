@@ -56,6 +56,12 @@ def render(results: dict[str, Any]) -> str:
             "<= 1.5",
         )
         add(
+            "  vs floor with a local activity, p99",
+            _num(tts["p99_ms"], " ms"),
+            _num(tts.get("floor_local_p99_ms"), " ms"),
+            tts.get("ratio_p99_local_floor"),
+        )
+        add(
             "time_to_shield p50 vs UNTUNED floor p50",
             _num(tts["p50_ms"], " ms"),
             _num(tts["untuned_floor_p50_ms"], " ms"),
@@ -79,6 +85,15 @@ def render(results: dict[str, Any]) -> str:
             thr["ratio"],
             ">= 0.8",
         )
+        cpu = thr.get("cpu_ms_per_request", {})
+        if cpu.get("ours") and cpu.get("floor"):
+            for name in cpu["ours"]:
+                add(
+                    f"  CPU per request: {name}",
+                    _num(cpu["ours"][name], " ms", 2),
+                    _num(cpu["floor"].get(name), " ms", 2),
+                    None,
+                )
     dr = results.get("directory_read")
     if dr:
         rows = dr.get("load", {}).get("rows")
@@ -146,14 +161,17 @@ def render(results: dict[str, Any]) -> str:
             None,
         )
     bd = results.get("time_to_shield", {}).get("breakdown")
-    if bd and "ours" in bd and "floor" in bd:
+    kinds = [kind for kind in ("ours", "floor", "floor_local") if bd and kind in bd]
+    if bd and kinds:
+        widths = [26] + [15] * len(kinds)
         lines.append("")
-        lines.append("where a sequential intake's time goes (medians, ms; from history event times):")
-        lines.append(_row(["segment", "ours", "floor", "diff"], [44, 15, 15, 8]))
-        for key in [*bd["segments"], "total"]:
-            ours, floor = bd["ours"].get(key), bd["floor"].get(key)
-            diff = None if ours is None or floor is None else ours - floor
-            lines.append(_row([key, _num(ours), _num(floor), _num(diff)], [44, 15, 15, 8]))
+        lines.append("where a sequential intake's time goes (medians, ms, from the server's history event times):")
+        lines.append(_row(["segment", *kinds], widths))
+        for key in [*bd["segments"], "total", "shape"]:
+            cells = [bd[kind].get(key) for kind in kinds]
+            if all(c is None for c in cells):
+                continue
+            lines.append(_row([key, *(_num(c) for c in cells)], widths))
         shield = results.get("time_to_shield", {}).get("shield_transaction")
         if shield:
             lines.append(

@@ -55,6 +55,31 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1e6
 
 
+def configure_client_logging(path: Path) -> None:
+    """Our service logs one JSON line per intake at INFO, as in production; here into a file, not the table."""
+    import structlog
+
+    from shielding.log import configure_logging
+
+    configure_logging("INFO")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
+
+
+def tree_cpu_s(pid: int, *, descendants: bool = True) -> float:
+    """CPU seconds (user + system) used so far by a process and (by default) its live descendants."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)] if descendants else [proc]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 @dataclass
 class Managed:
     name: str
@@ -189,6 +214,9 @@ class Stack:
         task_queue: str | None = None,
         floor_task_queue: str | None = None,
         max_cached_workflows: int | None = None,
+        profile_dir: Path | None = None,
+        passthrough_workflows: bool = False,
+        bytecode_cache: bool = True,
     ) -> Managed:
         ready = self.root / f"{name}.ready"
         command = [sys.executable, "-m", "bench.worker", "--address", server.address, "--ready-file", str(ready)]
@@ -198,8 +226,17 @@ class Stack:
             command += ["--floor-task-queue", floor_task_queue]
         if max_cached_workflows is not None:
             command += ["--max-cached-workflows", str(max_cached_workflows)]
-        env = {
-            **os.environ,
+        if profile_dir is not None:
+            command += ["--profile-dir", str(profile_dir)]
+        if passthrough_workflows:
+            command += ["--passthrough-workflows"]
+        env = dict(os.environ)
+        if bytecode_cache:
+            # As deployed (pip compiles the package at install): cached bytecode, so the sandbox does not
+            # compile the workflow module from source for every new workflow. Kept under the temp dir.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(self.root / "pycache")
+        env |= {
             "SHIELDING_ENCRYPTION_KEYS": encryption_keys,
             "SHIELDING_LOG_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),

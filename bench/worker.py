@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import os
+import pstats
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.shielding import ShieldingActivities
 from bench.floor import FLOOR_ACTIVITIES, FLOOR_WORKFLOWS
@@ -38,7 +42,39 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--floor-task-queue", default=None, help="run the floor workflows on this task queue")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
     parser.add_argument("--ready-file", required=True)
+    parser.add_argument(
+        "--passthrough-workflows",
+        action="store_true",
+        help="experiment: pass the workflows package through the sandbox instead of re-importing it per run",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        default=None,
+        help="cProfile the workflow-task threads and the event-loop thread; pstats files written here at exit",
+    )
     return parser.parse_args(argv)
+
+
+class ProfilingExecutor(ThreadPoolExecutor):
+    """The workflow-task thread pool, each thread under its own cProfile (workflow code runs in these)."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+        super().__init__(max_workers=50, thread_name_prefix="bench_workflow_", initializer=self._profile_thread)
+
+    def _profile_thread(self) -> None:
+        profile = cProfile.Profile()
+        self.profiles.append(profile)
+        profile.enable()
+
+
+def _dump(profiles: list[cProfile.Profile], path: Path) -> None:
+    if not profiles:
+        return
+    stats = pstats.Stats(profiles[0])
+    for profile in profiles[1:]:
+        stats.add(profile)
+    stats.dump_stats(str(path))
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -57,11 +93,22 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     client = await connect(settings)
+    executor = ProfilingExecutor() if args.profile_dir else None
+    main_profile = cProfile.Profile() if args.profile_dir else None
+    if main_profile is not None:
+        main_profile.enable()
     async with contextlib.AsyncExitStack() as stack:
         if args.task_queue:
             pool = await store.create_pool(settings.resolved_database_url(), max_size=10)
             stack.push_async_callback(pool.close)
-            await stack.enter_async_context(build_worker(client, ShieldingActivities(pool), settings))
+            extra: dict[str, object] = {}
+            if executor is not None:
+                extra["workflow_task_executor"] = executor
+            if args.passthrough_workflows:
+                extra["workflow_runner"] = SandboxedWorkflowRunner(
+                    restrictions=workflow_runner().restrictions.with_passthrough_modules("workflows")
+                )
+            await stack.enter_async_context(build_worker(client, ShieldingActivities(pool), settings, **extra))
         if args.floor_task_queue:
             floor = Worker(
                 client,
@@ -75,6 +122,11 @@ async def run(args: argparse.Namespace) -> None:
             await stack.enter_async_context(floor)
         Path(args.ready_file).write_text(str(os.getpid()))
         await stop.wait()
+    if executor is not None and main_profile is not None:
+        main_profile.disable()
+        executor.shutdown(wait=True)
+        _dump([main_profile], Path(args.profile_dir) / "event-loop-thread.pstats")
+        _dump(executor.profiles, Path(args.profile_dir) / "workflow-threads.pstats")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from typer._click.exceptions import ClickException  # typer vendors click; its usage errors subclass this
 
 from shielding import deadlines
+from shielding.domain import REQUEST_ID_PATTERN
 from shielding.settings import ConfigurationError, Settings, get_settings
 
 app = typer.Typer(
@@ -43,8 +44,13 @@ class CommandError(Exception):
     """A failure to report as one line."""
 
 
+def one_line(message: str) -> str:
+    """A message as one printable line: a newline or control character from the input is shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -79,9 +85,9 @@ def describe_error(err: BaseException) -> str:
 
     from shielding.access import AccessDenied
     from shielding.importer import ImportRefused
-    from starter.intake import Refusal
+    from starter.intake import IntakeTimeout, Refusal
 
-    if isinstance(err, Refusal | CommandError | ConfigurationError | AccessDenied | ImportRefused):
+    if isinstance(err, Refusal | CommandError | ConfigurationError | AccessDenied | ImportRefused | IntakeTimeout):
         return str(err)
     if isinstance(err, ValidationError):
         return "invalid input: " + "; ".join(
@@ -159,6 +165,7 @@ class Context:
             await self.pool(),
             task_queue=self.settings.task_queue,
             max_document_bytes=self.settings.max_document_bytes,
+            intake_timeout=self.settings.intake_timeout_seconds,
         )
 
     async def close(self) -> None:
@@ -277,6 +284,9 @@ async def request(
     other_description: Annotated[
         str | None, typer.Option(help="Description of the circumstances for other-significant-harm.")
     ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Repeat an unconfirmed intake under the request id it was given.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Take a shielding request by phone; returns once every child is shielded."""
@@ -297,7 +307,9 @@ async def request(
     async with Context(get_settings()) as ctx:
         actor = await authorise(ctx, "request")
         service = await ctx.service()
-        ack = await service.submit_request(draft, actor=actor)
+        if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
+            raise CommandError(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345)")
+        ack = await service.submit_request(draft, actor=actor, request_id=request_id)
     payload = {
         "request_id": ack.request_id,
         "stage": ack.stage.value,
@@ -621,7 +633,7 @@ def main() -> None:
     except ClickException as err:
         # Usage errors (a missing option, an unknown command) as one line, like every other error.
         if err.format_message().strip():  # empty when no arguments were given and help was shown
-            typer.echo(f"error: {err.format_message()} (see --help)", err=True)
+            typer.echo(f"error: {one_line(err.format_message())} (see --help)", err=True)
         code = err.exit_code
     except typer.Exit as err:
         code = err.exit_code

@@ -125,7 +125,8 @@ class AuditAction(StrEnum):
 
 
 def _no_control_chars(value: str) -> str:
-    if any((ord(ch) < 32 and ch not in "\t") or ord(ch) == 127 for ch in value):
+    # C0 (except tab), DEL and the C1 controls (NEL, CSI, ...), which terminals also act on.
+    if any((ord(ch) < 32 and ch not in "\t") or 127 <= ord(ch) <= 159 for ch in value):
         raise ValueError("must not contain control characters")
     return value
 

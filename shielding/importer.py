@@ -17,8 +17,20 @@ class ImportRefused(Exception):
 
 
 def parse_children(path: Path) -> list[ChildRecord]:
-    if not path.is_file():
-        raise ImportRefused(f"the file {path.name!r} cannot be found")
+    try:
+        if not path.is_file():
+            raise ImportRefused(f"the file {path.name!r} cannot be found")
+        return _parse(path)
+    except OSError as err:
+        raise ImportRefused(f"the file {path.name!r} cannot be read ({err.strerror or 'unreadable'})") from None
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    name = ".".join(str(p) for p in loc) or "record"
+    return name if name.isprintable() else repr(name)  # an unknown key is the file's text: never a raw newline
+
+
+def _parse(path: Path) -> list[ChildRecord]:
     problems: list[str] = []
     records: list[ChildRecord] = []
     seen: dict[str, int] = {}
@@ -36,7 +48,7 @@ def parse_children(path: Path) -> list[ChildRecord]:
                 continue
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a child record
                 problems.append(f"line {number}: not valid JSON")
                 continue
             if not isinstance(value, dict):
@@ -45,7 +57,7 @@ def parse_children(path: Path) -> list[ChildRecord]:
             try:
                 record = ChildRecord.model_validate(value)
             except ValidationError as err:
-                fields = ", ".join(sorted({".".join(str(p) for p in e["loc"]) or "record" for e in err.errors()}))
+                fields = ", ".join(sorted({_field(e["loc"]) for e in err.errors()}))
                 problems.append(f"line {number}: invalid or missing {fields}")
                 continue
             if record.uid in seen:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(
         default=20 * 1024 * 1024, validation_alias=AliasChoices("SHIELDING_MAX_DOCUMENT_BYTES")
     )
+    intake_timeout_seconds: float = Field(
+        default=45.0, validation_alias=AliasChoices("SHIELDING_INTAKE_TIMEOUT_SECONDS")
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SHIELDING_LOG_LEVEL"))
     dev_temporal_port: int = Field(default=7233, validation_alias=AliasChoices("SHIELDING_DEV_TEMPORAL_PORT"))
     dev_ui_port: int = Field(default=8233, validation_alias=AliasChoices("SHIELDING_DEV_UI_PORT"))

@@ -338,17 +338,31 @@ async def record_refusal(
     reason: str,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """A request refused before any workflow started (it named no valid criterion, say)."""
+    """A request refused before any workflow started (it named no valid criterion, say).
+
+    What was typed is recorded as typed, except what PostgreSQL cannot hold (NUL, lone surrogates), escaped.
+    """
     async with pool.acquire() as conn, conn.transaction():
         await append_audit(
             conn,
             action=AuditAction.REFUSED,
             actor=actor,
             request_id=request_id,
-            requestor=requestor,
-            reason=reason,
-            details=details,
+            requestor=_storable(requestor),
+            reason=_storable(reason),
+            details=_storable(details),
         )
+
+
+def _storable(value: Any) -> Any:
+    """Unvalidated text as PostgreSQL text and jsonb can hold it: NUL and lone surrogates escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
 
 
 async def shield_request(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, Field, ValidationError
@@ -27,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from shielding import deadlines, store
 from shielding.domain import (
+    MAX_CHILDREN_PER_REQUEST,
     OBJECTION_IN_PRINCIPLE,
     OBJECTION_IN_PRINCIPLE_EXPLANATION,
     REQUEST_ID_PATTERN,
@@ -109,8 +111,10 @@ def _describe(error: ValidationError) -> list[str]:
         message = item["msg"]
         if item["type"] == "string_pattern_mismatch":
             message = "is not in the expected format"
-        elif item["type"] == "string_too_long":
+        elif item["type"] in {"string_too_long", "too_long"}:
             message = "is too long"
+        elif item["type"] == "string_unicode":
+            message = "is not valid text"
         elif item["type"] in {"string_too_short", "missing"}:
             message = "is missing"
         elif message.startswith("Value error, "):
@@ -125,16 +129,21 @@ def parse_instant(value: str | datetime, what: str = "time") -> datetime:
         parsed = value
     else:
         text = value.strip()
+        shown = text
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
+            # fromisoformat ignores one trailing NUL (CPython 3.11); no ISO 8601 text holds a control character.
+            if not text.isprintable():
+                raise ValueError(text)
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise Refusal(
                 f"The {what} {value!r} is not an ISO 8601 date and time (for example 2026-11-24T10:30:00+00:00)."
             ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Refusal(f"The {what} {value!s} has no UTC offset, so it is ambiguous; add one, for example +00:00 or Z.")
+        shown = shown if isinstance(value, str) else str(value)
+        raise Refusal(f"The {what} {shown} has no UTC offset, so it is ambiguous; add one, for example +00:00 or Z.")
     return parsed
 
 
@@ -142,6 +151,10 @@ def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: dat
     problems: list[str] = []
     if not draft.children:
         problems.append("at least one child identifier is needed")
+    elif len(draft.children) > MAX_CHILDREN_PER_REQUEST:
+        problems.append(
+            f"a request can name at most {MAX_CHILDREN_PER_REQUEST} children (this one names {len(draft.children)})"
+        )
     criteria: list[Criterion] = []
     if not draft.criteria:
         problems.append("at least one shielding criterion is needed")
@@ -175,10 +188,16 @@ def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: dat
     if called_at is not None:
         if called_at > now + CLOCK_SKEW:
             problems.append("the time of the call is in the future")
-        elif deadlines.form_due_at(called_at) <= now:
-            problems.append(
-                "the call was more than 7 working days ago, so the deadline for the written form has passed"
-            )
+        else:
+            try:
+                deadline_passed = deadlines.form_due_at(called_at) <= now
+            except (ValueError, OverflowError):
+                # Before the bank-holiday calendar (2000) or before year 1 in UTC: long past any deadline.
+                deadline_passed = True
+            if deadline_passed:
+                problems.append(
+                    "the call was more than 7 working days ago, so the deadline for the written form has passed"
+                )
     try:
         requestor = Requestor(
             type=(draft.requestor_type or "").strip().lower(),  # type: ignore[arg-type]
@@ -219,8 +238,22 @@ def _update_failure_message(err: WorkflowUpdateFailedError) -> str:
 
 
 def _check_request_id(request_id: str) -> None:
-    if not REQUEST_ID_PATTERN.match(request_id):
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
         raise Refusal(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345).")
+
+
+def _read_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Read the start operation's outcome after a failed or abandoned update-with-start.
+
+    The SDK leaves it on a future nobody reads; unread, asyncio logs "Future exception was never retrieved"
+    whenever the garbage collector gets to it, formatting a traceback (with ast.parse) wherever that happens.
+    """
+    outcome = start.workflow_handle()
+    try:
+        outcome.send(None)  # a settled future completes without suspending
+    except BaseException:  # the stored outcome itself (StopIteration when the start succeeded): now read
+        return
+    outcome.close()  # not settled: nothing to read
 
 
 @dataclass
@@ -235,9 +268,12 @@ def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document
     documents = []
     for raw in paths:
         path = Path(raw)
-        if not path.is_file():
-            raise Refusal(f"The document {path.name!r} cannot be found or is not a file.")
-        size = path.stat().st_size
+        try:
+            if not path.is_file():
+                raise Refusal(f"The document {path.name!r} cannot be found or is not a file.")
+            size = path.stat().st_size
+        except OSError as err:
+            raise Refusal(f"The document {path.name!r} cannot be read ({err.strerror or 'unreadable'}).") from None
         if size == 0:
             raise Refusal(f"The document {path.name!r} is empty; nothing was recorded.")
         if size > max_bytes:
@@ -245,7 +281,11 @@ def read_documents(paths: Sequence[str | Path], max_bytes: int) -> list[Document
                 f"The document {path.name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
                 "nothing was recorded."
             )
-        documents.append(Document(filename=path.name, content=path.read_bytes()))
+        try:
+            content = path.read_bytes()
+        except OSError as err:
+            raise Refusal(f"The document {path.name!r} cannot be read ({err.strerror or 'unreadable'}).") from None
+        documents.append(Document(filename=path.name, content=content))
     return documents
 
 
@@ -309,9 +349,10 @@ class ShieldingService:
                 ack = await self._client.execute_update_with_start_workflow(
                     ShieldingRequestWorkflow.acknowledge_intake, AcknowledgeIntake(), start_workflow_operation=start
                 )
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        except BaseException as err:
+            _read_start_outcome(start)
             # The SDK turns the cancellation of its update poll into its own error, so test the bound itself.
-            if not bound.expired():
+            if not (bound.expired() and isinstance(err, TimeoutError | WorkflowUpdateRPCTimeoutOrCancelledError)):
                 raise
             log.warning("intake not confirmed in time", request_id=request_id)
             raise IntakeTimeout(
