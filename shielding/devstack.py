@@ -179,7 +179,10 @@ class DevStack:
             "TEMPORAL_ADDRESS": temporal_address,
             "DATABASE_URL": database_url,
             "SHIELDING_DATA_DIR": str(self.data_dir),
+            # The sandbox compiles the workflow module for every new workflow unless bytecode is cached.
+            "PYTHONPYCACHEPREFIX": str(self.data_dir / "pycache"),
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         # A child process, so a worker that dies at exit (sdk-python#300) never takes the stack down with it.
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "worker.main"],

@@ -12,7 +12,6 @@ import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
@@ -45,6 +44,12 @@ with workflow.unsafe.imports_passed_through():
         UnshieldOutcome,
         UnshieldRequest,
     )
+    from shielding.lifecycle import (
+        AcknowledgeIntake,
+        LifecycleState,
+        ShieldingLifecycleInput,
+        ShieldingLifecycleResult,
+    )
     from shielding.store import ShieldResult, StepResult
     from shielding.temporal import FORM_DUE_AT_ATTRIBUTE, NEXT_REVIEW_AT_ATTRIBUTE, STAGE_ATTRIBUTE
 
@@ -59,44 +64,6 @@ REVIEWS_KEPT = 6
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Retry for as long as it takes: a shield or unshield must not be abandoned because the database blinked.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-
-
-class LifecycleState(BaseModel):
-    """Everything the lifecycle needs to carry on; what continue-as-new hands to the next run."""
-
-    request_id: str
-    stage: Stage = Stage.INTAKE
-    received_by: str = "intake"
-    children: list[str] = Field(default_factory=list)
-    called_at: datetime | None = None
-    shielded_at: datetime | None = None
-    form_due_at: datetime | None = None
-    form_received_at: datetime | None = None
-    next_review_index: int = 0
-    review_due_since: datetime | None = None
-    next_reminder_at: datetime | None = None
-    reminders_sent: int = 0
-    reviews: list[ReviewRecord] = Field(default_factory=list)
-    operations: int = 0
-    closed_reason: str | None = None
-    acknowledgement: IntakeAcknowledgement | None = None
-
-
-class ShieldingLifecycleInput(BaseModel):
-    """A new request (`request`), or a lifecycle carried over by continue-as-new (`state`)."""
-
-    request: ShieldingRequestInput | None = None
-    state: LifecycleState | None = None
-
-
-class AcknowledgeIntake(BaseModel):
-    """The intake update's argument: nothing today, a model so fields can be added."""
-
-
-class ShieldingLifecycleResult(BaseModel):
-    request_id: str
-    stage: Stage
-    closed_reason: str | None = None
 
 
 def review_kind(index: int) -> ReviewKind:
