@@ -435,6 +435,8 @@ async def _generic_search_plan(pool: asyncpg.Pool, *identity: Any) -> list[str]:
     and PostgreSQL 16 plans a non-inlined SQL function's statement once, without the argument values."""
     async with pool.acquire() as conn:
         body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'search_children'")
+        if "RETURN QUERY" in body:  # the plpgsql version: its one statement
+            body = body.split("RETURN QUERY", 1)[1].rsplit("END", 1)[0]
         names = ["p_given_name", "p_family_name", "p_date_of_birth", "p_gender", "p_postcode", "p_school", "p_limit"]
         for number, name in enumerate(names, 1):
             body = body.replace(name, f"${number}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -283,6 +283,37 @@ def hostile_drafts(draw: st.DrawFn) -> dict[str, Any]:
     return kwargs
 
 
+# A valid draft, for explicit examples of the problems these properties first found.
+BASE_DRAFT: dict[str, Any] = {
+    "children": ["C-1"],
+    "criteria": ["refuge"],
+    "reason": "Family in a refuge.",
+    "requestor_type": "public",
+    "requestor_name": "A caller",
+    "requestor_phone": "020 7946 0000",
+}
+FOUND_DRAFTS = [
+    {**BASE_DRAFT, "called_at": "1999-12-31T23:59:59Z"},  # crashed: outside the bank-holiday calendar
+    {**BASE_DRAFT, "called_at": "0001-01-01T00:00:00+05:00"},  # crashed: OverflowError
+    {**BASE_DRAFT, "called_at": "2026-11-24T10:00:00+00:00\x00"},  # accepted despite the NUL
+    {**BASE_DRAFT, "called_at": " 2026-11-24T10:00\n"},  # refusal split over two lines
+    {**BASE_DRAFT, "reason": "\ud800"},  # pydantic wording in the refusal
+    {**BASE_DRAFT, "requestor_name": "a\x9b31m"},  # C1 control character accepted
+    {**BASE_DRAFT, "children": [f"C-{i}" for i in range(51)]},  # pydantic wording for the limit
+    {**BASE_DRAFT, "children": [f"C-{i}" for i in range(3000)], "requestor_phone": None},  # limit not named
+    {**BASE_DRAFT, "requestor_name": "\x00", "children": ["\ud800", "'; DROP TABLE children; --"]},  # jsonb
+]
+
+
+def with_examples(argument: str, values: list[Any]) -> Any:
+    def decorate(test: Any) -> Any:
+        for value in values:
+            test = example(**{argument: value})(test)
+        return test
+
+    return decorate
+
+
 wrong_type = st.one_of(
     st.integers(),
     st.floats(),
@@ -336,7 +367,8 @@ def test_valid_draft_with_awkward_text_is_accepted_faithfully(case: tuple[dict[s
 
 
 @settings(max_examples=400, deadline=None)
-@given(hostile_drafts())
+@given(kwargs=hostile_drafts())
+@with_examples("kwargs", FOUND_DRAFTS)
 def test_hostile_draft_is_refused_clearly_or_accepted_faithfully(kwargs: dict[str, Any]) -> None:
     draft = IntakeDraft(**kwargs)
     try:
@@ -355,22 +387,21 @@ def test_hostile_draft_is_refused_clearly_or_accepted_faithfully(kwargs: dict[st
 @settings(max_examples=300, deadline=None)
 @given(instant_value)
 def test_time_of_call_is_refused_clearly_or_parsed_exactly(value: str | datetime) -> None:
-    draft = IntakeDraft(
-        children=["C-1"],
-        criteria=["refuge"],
-        reason="Family in a refuge.",
-        requestor_type="public",
-        requestor_name="A caller",
-        requestor_phone="020 7946 0000",
-        called_at=value,
-    )
+    event(check_time_of_call(value))
+
+
+@pytest.mark.parametrize("value", IMPOSSIBLE_INSTANTS)
+def test_each_impossible_time_of_call_is_refused_clearly_or_parsed_exactly(value: str) -> None:
+    check_time_of_call(value)
+
+
+def check_time_of_call(value: str | datetime) -> str:
+    draft = IntakeDraft(**{**BASE_DRAFT, "called_at": value})
     try:
         result = validate_intake(draft, request_id=REQUEST_ID, actor=ACTOR, now=NOW)
     except Refusal as refusal:
-        event("refused")
         assert_clear(str(refusal))
-        return
-    event("accepted")
+        return "refused"
     # Accepted: the instant is unambiguous, within the form deadline and not in the future.
     if isinstance(value, str):
         assert value.strip().isprintable(), f"accepted a time with control characters: {value!r}"
@@ -382,10 +413,12 @@ def test_time_of_call_is_refused_clearly_or_parsed_exactly(value: str | datetime
         assert result.called_at == value
     assert result.called_at.utcoffset() is not None
     assert NOW - timedelta(days=12) < result.called_at <= NOW + CLOCK_SKEW
+    return "accepted"
 
 
 @settings(max_examples=200, deadline=None)
-@given(instant_text)
+@given(text=instant_text)
+@with_examples("text", IMPOSSIBLE_INSTANTS)
 def test_parse_instant_refuses_clearly_or_returns_an_aware_instant(text: str) -> None:
     try:
         parsed = parse_instant(text, "time of the call")
@@ -397,19 +430,12 @@ def test_parse_instant_refuses_clearly_or_returns_an_aware_instant(text: str) ->
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(sorted(HOSTILE_FIELDS)), wrong_type)
+@given(field=st.sampled_from(sorted(HOSTILE_FIELDS)), value=wrong_type)
+@example(field="called_at", value=0)  # became 1970-01-01T00:00Z, then crashed outside the calendar
 def test_wrong_types_never_reach_intake_as_anything_but_strings(field: str, value: Any) -> None:
     """A draft is typed: a value of the wrong type is either rejected when the draft is built (the CLI and the
     service only ever build drafts from typed text) or coerced to text, which intake then judges as usual."""
-    base: dict[str, Any] = {
-        "children": ["C-1"],
-        "criteria": ["refuge"],
-        "reason": "r",
-        "requestor_type": "public",
-        "requestor_name": "n",
-        "requestor_phone": "020 7946 0000",
-    }
-    base[field] = value
+    base = {**BASE_DRAFT, field: value}
     try:
         draft = IntakeDraft(**base)
     except ValidationError:
@@ -465,7 +491,8 @@ def service(pool: asyncpg.Pool) -> ShieldingService:
 
 
 @DB_SETTINGS
-@given(st.one_of(hostile_drafts(), st.builds(dict, children=st.lists(valid_uid, min_size=51, max_size=3000))))
+@given(kwargs=st.one_of(hostile_drafts(), st.builds(dict, children=st.lists(valid_uid, min_size=51, max_size=3000))))
+@with_examples("kwargs", FOUND_DRAFTS)
 async def test_refused_intake_is_audited_and_starts_nothing(pool: asyncpg.Pool, kwargs: dict[str, Any]) -> None:
     draft = IntakeDraft(**kwargs)
     try:
@@ -534,7 +561,9 @@ document_path = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(document_path, max_size=3))
+@given(entries=st.lists(document_path, max_size=3))
+@example(entries=[("raw", "a" * 300)])  # crashed: OSError (file name too long)
+@example(entries=[("in-dir", "form.pdf"), ("raw", "a/" * 3_000)])
 def test_documents_are_refused_clearly_or_read_exactly(documents_dir: Path, entries: list[tuple[str, str]]) -> None:
     paths = [str(documents_dir / value) if kind == "in-dir" else value for kind, value in entries]
     try:
@@ -565,6 +594,7 @@ request_ids = st.one_of(
 
 @DB_SETTINGS
 @given(request_id=request_ids, entries=st.lists(st.sampled_from(NAMED_DOCUMENTS), max_size=3))
+@example(request_id="SR-ABCDEFGH2345\n", entries=["form.pdf"])  # passed the id check: refusal over two lines
 async def test_form_for_an_unknown_or_malformed_request_is_refused_and_stores_nothing(
     pool: asyncpg.Pool, documents_dir: Path, request_id: str, entries: list[str]
 ) -> None:
@@ -695,6 +725,15 @@ def write_lines(lines: list[bytes], newline: bytes = b"\n") -> Path:
     ),
     newline=st.sampled_from([b"\n", b"\r\n"]),
 )
+@example(lines=[b"[" * 50_000], newline=b"\n")  # crashed: RecursionError
+@example(lines=[b'{"uid": "C-1", "\\n\\u0000}{": 1}'], newline=b"\n")  # the key's newline in the refusal
+@example(  # C1 control character accepted
+    lines=[
+        b'{"uid": "placeholder", "given_name": "a\\u009b31m", "family_name": "F", "gender": "male",'
+        b' "date_of_birth": "2015-01-01"}'
+    ],
+    newline=b"\n",
+)
 def test_parse_refuses_clearly_or_returns_every_line(lines: list[bytes], newline: bytes) -> None:
     # Give each generated child its own uid, so a duplicate uid is never the (legitimate) reason for refusal.
     numbered = []
@@ -725,6 +764,10 @@ def test_parse_refuses_clearly_or_returns_every_line(lines: list[bytes], newline
     for record, line in zip(records, non_blank, strict=True):
         assert isinstance(record, ChildRecord)
         assert record.uid == json.loads(line)["uid"]
+        assert not any(
+            unicodedata.category(ch) == "Cc" and ch != "\t"
+            for ch in json.dumps(record.model_dump(mode="json"), ensure_ascii=False)
+        ), f"accepted a control character: {record!r}"
 
 
 @DB_SETTINGS
@@ -895,6 +938,7 @@ def empty_data_dir() -> Iterator[Path]:
 
 @CLI_SETTINGS
 @given(called_at=cli_arg, shielded_at=st.one_of(st.none(), cli_arg), as_json=st.booleans())
+@example(called_at=" 2026-11-24T10:00\n", shielded_at=None, as_json=False)  # the error was two lines
 def test_cli_deadlines_with_hostile_times(
     empty_data_dir: Path, called_at: str | bytes, shielded_at: str | bytes | None, as_json: bool
 ) -> None:
@@ -933,6 +977,7 @@ def test_cli_request_with_hostile_arguments_fails_cleanly(empty_data_dir: Path, 
 
 @CLI_SETTINGS
 @given(path=st.one_of(cli_text, st.builds(lambda n: "a" * n, st.integers(256, 5_000)), st.just("/etc/hostname")))
+@example(path="a" * 300)  # "the directory database cannot be reached" for a file name too long
 def test_cli_import_of_hostile_paths_names_the_file_problem(empty_data_dir: Path, path: str) -> None:
     """Whatever the path, the file is read (and refused) before any database is needed."""
     assume(not path.startswith("-") and path.strip())
