@@ -138,6 +138,7 @@ IMPOSSIBLE_INSTANTS = [
     "0001-01-01T00:00:00+05:00",
     "0001-01-01T00:00:00Z",
     "1899-12-31T12:00:00Z",
+    "1999-06-01T10:00:00Z",
     "1999-12-31T23:59:59Z",
     "2101-01-01T00:00:00Z",
     "9999-12-31T23:59:59-23:59",
@@ -293,7 +294,7 @@ BASE_DRAFT: dict[str, Any] = {
     "requestor_phone": "020 7946 0000",
 }
 FOUND_DRAFTS = [
-    {**BASE_DRAFT, "called_at": "1999-12-31T23:59:59Z"},  # crashed: outside the bank-holiday calendar
+    {**BASE_DRAFT, "called_at": "1999-06-01T10:00:00Z"},  # crashed: outside the bank-holiday calendar
     {**BASE_DRAFT, "called_at": "0001-01-01T00:00:00+05:00"},  # crashed: OverflowError
     {**BASE_DRAFT, "called_at": "2026-11-24T10:00:00+00:00\x00"},  # accepted despite the NUL
     {**BASE_DRAFT, "called_at": " 2026-11-24T10:00\n"},  # refusal split over two lines
