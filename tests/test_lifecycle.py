@@ -25,6 +25,7 @@ from tests.conftest import make_child, running_worker
 from tests.lifecycle_helpers import (
     actions,
     env_now,
+    eventually,
     intake,
     shielded_uids,
     start,
@@ -215,11 +216,15 @@ async def test_six_month_review_then_recurring_review_after_continue_as_new(
         await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE and s.next_review_kind == ReviewKind.SIX_MONTH)
         await approve(handle)
 
-        twelve_months = deadlines.review_6_month_at(await _shielded_at(handle), 2)
         latest = time_env.client.get_workflow_handle(ack.request_id)
+        # Wait for the fresh run by its history, not by queries: the time-skipping server can lose its
+        # time-skipping lock when a query races the continue-as-new of the run it was sent to.
+        await eventually(
+            lambda: latest.fetch_history(),
+            lambda h: h.events[0].workflow_execution_started_event_attributes.continued_execution_run_id != "",
+        )
+        twelve_months = deadlines.review_6_month_at(await _shielded_at(latest), 2)
         st = await status_where(latest, lambda s: s.stage == Stage.SHIELDED and s.next_review_at == twelve_months)
-        started = (await latest.fetch_history()).events[0].workflow_execution_started_event_attributes
-        assert started.continued_execution_run_id != ""  # a fresh run, so history stays bounded
         assert [r.kind for r in st.reviews] == [ReviewKind.SEVEN_DAY, ReviewKind.SIX_MONTH]
 
         await advance_to(time_env, twelve_months, MINUTE)
