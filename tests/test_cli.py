@@ -7,6 +7,7 @@ and no stack trace.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -366,3 +367,105 @@ def test_search_and_audit_verify_print_json(seeded: DevStack) -> None:
 
 def test_an_unregistered_actor_is_refused(seeded: DevStack) -> None:
     assert_error(seeded.run("view", "CP-1003-RK", "--json", actor="nobody"), "nobody", "not a registered user")
+
+
+# ------------------------------------------------------------------------- what leaves through logs
+
+
+CANARY = {
+    "given_name": "Quillonbe",
+    "family_name": "Zarvethwick",
+    "alias": "Quill Zarvethwick-Amory",
+    "date_of_birth": "2016-02-29",
+    "address_line": "77 Mirrowgate Terrace",
+    "postcode": "ZX9 4QQ",
+    "carer": "Orsolya Vantreece",
+    "carer_phone": "020 7946 8817",
+    "school": "Thistlewood Academy",
+    "gp": "Harrowmere Surgery",
+    "reason": "Ex-partner traced family via Ravelstone contact centre",
+    "requestor_name": "Perpetua Calloway-Strand",
+    "requestor_email": "p.calloway-strand@example.org",
+}
+
+
+def test_cli_and_dev_stack_logs_and_notifications_carry_no_child_data(seeded: DevStack, tmp_path: Path) -> None:
+    """A whole lifecycle through the CLI with canary values: no log line of the CLI, the dev stack or its
+    worker, and no notification, carries any of them; notifications never carry the address."""
+    uid = "CP-CANARY-01"
+    record = {
+        "uid": uid,
+        "given_name": CANARY["given_name"],
+        "family_name": CANARY["family_name"],
+        "aliases": [CANARY["alias"]],
+        "gender": "female",
+        "date_of_birth": CANARY["date_of_birth"],
+        "address": {"lines": [CANARY["address_line"], "London"], "postcode": CANARY["postcode"]},
+        "carers": [{"name": CANARY["carer"], "relationship": "aunt", "phone": CANARY["carer_phone"]}],
+        "school": CANARY["school"],
+        "gp_practice": CANARY["gp"],
+    }
+    feed = tmp_path / "canary.jsonl"
+    feed.write_text(json.dumps(record) + "\n")
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"%PDF-1.7 canary form")
+    stack_output_before = len(seeded.stdout()) + len(seeded.stderr())
+    results = [
+        ok(seeded.run("directory", "import", str(feed), actor=MANAGER)),
+        request := ok(
+            seeded.run(
+                "request",
+                "--child",
+                uid,
+                "--criterion",
+                "domestic-violence",
+                "--reason",
+                CANARY["reason"],
+                "--requestor-type",
+                "public",
+                "--requestor-name",
+                CANARY["requestor_name"],
+                "--requestor-email",
+                CANARY["requestor_email"],
+                "--json",
+                actor=INTAKE,
+                SHIELDING_LOG_LEVEL="DEBUG",
+            )
+        ),
+    ]
+    request_id = request.json()["request_id"]
+    results += [
+        ok(seeded.run("view", uid, actor=INTAKE, SHIELDING_LOG_LEVEL="DEBUG")),
+        ok(seeded.run("form", request_id, "--document", str(form), actor=INTAKE, SHIELDING_LOG_LEVEL="DEBUG")),
+        ok(seeded.run("status", request_id, actor=INTAKE, SHIELDING_LOG_LEVEL="DEBUG")),
+        ok(seeded.run("unshield", request_id, "--reason", "risk ended", actor=REVIEWER, SHIELDING_LOG_LEVEL="DEBUG")),
+    ]
+    # The shielded view printed only permitted fields.
+    assert CANARY["postcode"] not in results[2].stdout and CANARY["school"] not in results[2].stdout
+    logs = "".join(r.stderr for r in results) + seeded.stdout() + seeded.stderr()
+    assert request_id in seeded.stdout() + seeded.stderr(), "the worker's log lines were not captured"
+    assert len(seeded.stdout()) + len(seeded.stderr()) > stack_output_before
+    for name, value in CANARY.items():
+        assert value not in logs, f"{name} leaked into a log line"
+    stack_file = json.loads((seeded.data_dir / "stack.json").read_text())
+
+    async def notifications() -> list[dict[str, Any]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(stack_file["database_url"])
+        try:
+            rows = await conn.fetch("SELECT * FROM notifications WHERE request_id = $1", request_id)
+        finally:
+            await conn.close()
+        return [dict(r) for r in rows]
+
+    import asyncio
+
+    sent = asyncio.run(notifications())
+    assert any(n["recipient_kind"] == "requestor" for n in sent)
+    for note in sent:
+        text = f"{note['subject']} {note['body']}"
+        for name, value in CANARY.items():
+            if name == "requestor_email" and note["recipient_kind"] == "requestor":
+                assert value not in text  # the address is the envelope, never the content
+            assert value not in text, f"{name} leaked into a notification"
