@@ -641,6 +641,9 @@ def main() -> None:
         code = 130
     except SystemExit as err:
         code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    except Exception as err:  # noqa: BLE001 - the long-running commands (dev, worker): still one line
+        typer.echo(f"error: {one_line(describe_error(err))}", err=True)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -218,8 +218,14 @@ class IntakeAcknowledgement(Model):
     message: str = ""
 
 
+DocumentId = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+
+
 class FormSubmission(Model):
-    document_ids: list[str] = Field(min_length=1, max_length=50)
+    # Validated where the payload is decoded, so a malformed id never reaches (and stalls) an activity.
+    document_ids: list[DocumentId] = Field(min_length=1, max_length=50)
     actor: ShortText = "intake"
 
 

@@ -22,8 +22,13 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from shielding import deadlines, store
@@ -340,7 +345,9 @@ class ShieldingService:
             ShieldingLifecycleInput(request=request),
             id=request_id,
             task_queue=self._task_queue,
+            # A repeat of a running intake joins it; an id whose lifecycle has ended is never reused.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([SearchAttributePair(STAGE_ATTRIBUTE, "intake")]),
         )
         bound = asyncio.timeout(self._intake_timeout)
@@ -349,6 +356,11 @@ class ShieldingService:
                 ack = await self._client.execute_update_with_start_workflow(
                     ShieldingRequestWorkflow.acknowledge_intake, AcknowledgeIntake(), start_workflow_operation=start
                 )
+        except WorkflowAlreadyStartedError:
+            _read_start_outcome(start)
+            raise Refusal(
+                f"Request {request_id} has already ended; take this call as a new request (without --request-id)."
+            ) from None
         except BaseException as err:
             _read_start_outcome(start)
             # The SDK turns the cancellation of its update poll into its own error, so test the bound itself.
@@ -361,6 +373,11 @@ class ShieldingService:
                 f"they recover; check its status (shielding status {request_id}) and, if it is unknown, submit "
                 "it again under the same request id."
             ) from None
+        if {c.uid for c in ack.children} != set(request.children):
+            # The id was reused for a different request while the first one runs: never report it as done.
+            raise Refusal(
+                f"Request id {request_id} belongs to a request for other children; take this call as a new request."
+            )
         log.info("intake acknowledged", request_id=request_id, stage=ack.stage.value)
         if ack.stage.value == "refused":
             raise Refusal(f"Refused: {ack.message}")
@@ -399,7 +416,9 @@ class ShieldingService:
         except WorkflowUpdateFailedError as err:
             raise Refusal(_update_failure_message(err)) from None
         except RPCError as err:
-            await store.discard_staged_documents(self._pool, document_ids)
+            # Only when the lifecycle is certainly gone: after a timeout the update may still be accepted.
+            if err.status == RPCStatusCode.NOT_FOUND:
+                await store.discard_staged_documents(self._pool, document_ids)
             raise self._closed_or_unreachable(request_id, err) from None
 
     async def decide_review(self, request_id: str, *, approve: bool, reason: str | None, actor: str) -> ReviewOutcome:

@@ -197,3 +197,27 @@ async def test_a_repeated_intake_with_the_same_request_id_is_answered_once(servi
         "SELECT count(*) FROM audit_log WHERE request_id = $1 AND action = 'shielded'", request_id
     )
     assert rows == 1
+
+
+async def test_an_ended_request_id_is_never_reused_and_another_request_cannot_borrow_a_running_one(service, pool):
+    first, second = make_child(), make_child()
+    await store.import_children(pool, [first, second], actor="test-import")
+    request_id = new_request_id()
+    await service.submit_request(draft([first.uid]), actor="officer-a", request_id=request_id)
+    with pytest.raises(Refusal, match="belongs to a request for other children"):
+        await service.submit_request(draft([second.uid]), actor="officer-a", request_id=request_id)
+    assert (await store.view_child(pool, second.uid))["shielded"] is False
+    await service.unshield(request_id, reason="Risk ended", actor="reviewer-b")
+    with pytest.raises(Refusal, match="has already ended"):
+        await service.submit_request(draft([first.uid]), actor="officer-a", request_id=request_id)
+    assert (await store.view_child(pool, first.uid))["shielded"] is False
+
+
+def test_a_malformed_document_id_is_refused_where_the_form_is_decoded():
+    from pydantic import ValidationError
+
+    from shielding.domain import FormSubmission
+
+    with pytest.raises(ValidationError):
+        FormSubmission(document_ids=["not-a-uuid"])
+    assert FormSubmission(document_ids=["0f8fad5b-d9cb-469f-a165-70867728950e"]).document_ids

@@ -393,6 +393,13 @@ class ShieldingRequestWorkflow:
             # Claimed before any await, so the form deadline cannot lapse the request while it is recorded.
             self._form_arriving = True
         async with self._lock:
+            if refusal is None and self._state.stage.is_final:
+                # Closed (unshielded, say) while this form waited for the lock: it must not be accepted.
+                self._form_arriving = False
+                refusal = (
+                    f"Request {self._state.request_id} is closed ({self._state.stage.value}); "
+                    "a form can no longer be accepted."
+                )
             if refusal is not None:
                 await workflow.execute_activity_method(
                     ShieldingActivities.refuse_form,
@@ -408,19 +415,21 @@ class ShieldingRequestWorkflow:
                 )
                 self._last_message = refusal
                 return FormOutcome(accepted=False, message=refusal)
-            result: StepResult = await workflow.execute_activity_method(
-                ShieldingActivities.accept_form,
-                FormInput(
-                    request_id=self._state.request_id,
-                    document_ids=submission.document_ids,
-                    actor=submission.actor,
-                    operation_key=self._next_key("form-received"),
-                ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
-            )
+            try:
+                result: StepResult = await workflow.execute_activity_method(
+                    ShieldingActivities.accept_form,
+                    FormInput(
+                        request_id=self._state.request_id,
+                        document_ids=submission.document_ids,
+                        actor=submission.actor,
+                        operation_key=self._next_key("form-received"),
+                    ),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                )
+            finally:
+                self._form_arriving = False
             self._state.form_received_at = result.at or workflow.now()
-            self._form_arriving = False
             if workflow.patched(FORM_RECEIPT_PATCH):
                 await workflow.execute_activity_method(
                     ShieldingActivities.notify_requestor,
