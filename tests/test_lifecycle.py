@@ -338,3 +338,23 @@ async def test_a_retried_activity_has_one_effect_and_one_audit_entry(pool, child
         "unshielded",
         "unshielded",
     ]
+
+
+async def test_a_form_arriving_while_an_unshield_runs_is_refused_not_recorded(
+    time_env, pool, settings, children, task_queue
+):
+    uids = [c.uid for c in children]
+    async with running_worker(time_env.client, pool, settings, task_queue):
+        handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
+        await handle.signal(
+            ShieldingRequestWorkflow.unshield_requested,
+            UnshieldRequest(reason="Family moved abroad", actor="reviewer-1"),
+        )
+        late_ids = await send_form(handle, pool, ack.request_id)
+        result = await handle.result()
+    assert result.stage == Stage.UNSHIELDED
+    audit = await actions(pool, ack.request_id)
+    assert "form-received" not in audit and audit[-1] == "form-refused"
+    assert await pool.fetchval("SELECT count(*) FROM form_documents WHERE document_id = ANY($1::uuid[])", late_ids) == 0
+    receipts = [n for n in await store.notifications(pool, ack.request_id) if n["recipient_kind"] == "requestor"]
+    assert receipts == []
