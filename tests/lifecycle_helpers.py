@@ -22,7 +22,7 @@ from shielding.domain import (
     Stage,
     StatusQuery,
 )
-from starter.intake import new_request_id
+from starter.intake import IntakeDraft, new_request_id
 from workflows.shielding_request import ShieldingLifecycleInput, ShieldingRequestWorkflow
 
 REQUESTOR = Requestor(
@@ -31,6 +31,21 @@ REQUESTOR = Requestor(
     organisation="Westminster Children's Services",
     phone="020 7641 0000",
 )
+
+
+def draft(uids: list[str], **overrides: object) -> IntakeDraft:
+    """What an intake officer would type for a refuge case; `overrides` replace single fields."""
+    fields: dict[str, object] = {
+        "children": uids,
+        "criteria": ["refuge"],
+        "reason": "Mother and children placed in a refuge after threats.",
+        "requestor_type": "professional",
+        "requestor_name": "Sam Achebe",
+        "requestor_organisation": "Westminster Family Services",
+        "requestor_phone": "020 7641 1899",
+    }
+    fields.update(overrides)
+    return IntakeDraft(**fields)  # type: ignore[arg-type]
 
 
 def intake(uids: list[str], called_at: datetime, **overrides: Any) -> ShieldingRequestInput:

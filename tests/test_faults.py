@@ -36,9 +36,10 @@ from shielding.devstack import temporal_command
 from shielding.domain import IntakeAcknowledgement, Stage, StatusQuery
 from shielding.settings import Settings
 from shielding.temporal import data_converter
-from starter.intake import IntakeDraft, IntakeTimeout, Refusal, ShieldingService
+from starter.intake import IntakeTimeout, Refusal, ShieldingService, new_request_id
 from tests.conftest import make_child, running_worker
 from tests.devstack_fixture import base_env, free_ports
+from tests.lifecycle_helpers import draft
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 pytestmark = pytest.mark.slow
@@ -46,24 +47,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
 ACTOR = "officer-faults"
-
-
-def draft(uids: list[str], **overrides: object) -> IntakeDraft:
-    fields: dict[str, object] = {
-        "children": uids,
-        "criteria": ["refuge"],
-        "reason": "Mother and children placed in a refuge after threats.",
-        "requestor_type": "professional",
-        "requestor_name": "Sam Achebe",
-        "requestor_organisation": "Westminster Family Services",
-        "requestor_phone": "020 7641 1899",
-    }
-    fields.update(overrides)
-    return IntakeDraft(**fields)  # type: ignore[arg-type]
-
-
-def new_request_id() -> str:
-    return "SR-" + uuid.uuid4().hex[:12].upper()
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

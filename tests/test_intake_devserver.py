@@ -10,24 +10,11 @@ from temporalio.service import RPCError
 
 from shielding import deadlines, store
 from shielding.domain import Stage
-from starter.intake import IntakeDraft, Refusal, ShieldingService, new_request_id
+from starter.intake import Refusal, ShieldingService, new_request_id
 from tests.conftest import make_child, running_worker
+from tests.lifecycle_helpers import draft
 
 pytestmark = pytest.mark.devserver
-
-
-def draft(uids: list[str], **overrides: object) -> IntakeDraft:
-    fields: dict[str, object] = {
-        "children": uids,
-        "criteria": ["refuge"],
-        "reason": "Mother and children placed in a refuge after threats.",
-        "requestor_type": "professional",
-        "requestor_name": "Sam Achebe",
-        "requestor_organisation": "Westminster Family Services",
-        "requestor_phone": "020 7641 1899",
-    }
-    fields.update(overrides)
-    return IntakeDraft(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

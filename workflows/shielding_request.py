@@ -130,6 +130,12 @@ class ShieldingRequestWorkflow:
             closed_reason=self._state.closed_reason,
         )
 
+    async def _activity(self, activity: Any, argument: Any) -> Any:
+        """Run one of our activities with the lifecycle's timeout and its retry-until-done policy."""
+        return await workflow.execute_activity_method(
+            activity, argument, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
+        )
+
     def _next_key(self, step: str) -> str:
         self._state.operations += 1
         return f"{self._state.request_id}:{self._state.operations}:{step}"
@@ -148,11 +154,9 @@ class ShieldingRequestWorkflow:
                 retry_policy=ACTIVITY_RETRY,
             )
         else:
-            result = await workflow.execute_activity_method(
+            result = await self._activity(
                 ShieldingActivities.shield_record,
                 shield,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
             )
         state.stage = result.stage
         state.children = [c.uid for c in result.children if c.existing_request_id is None]
@@ -249,7 +253,7 @@ class ShieldingRequestWorkflow:
         reason: str,
         notify_requestor: str | None = None,
     ) -> None:
-        await workflow.execute_activity_method(
+        await self._activity(
             ShieldingActivities.unshield_record,
             LiftShieldInput(
                 request_id=self._state.request_id,
@@ -260,8 +264,6 @@ class ShieldingRequestWorkflow:
                 operation_key=self._next_key(stage.value),
                 notify_requestor=notify_requestor,
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
         )
         self._state.stage = stage
         self._state.closed_reason = reason
@@ -270,11 +272,9 @@ class ShieldingRequestWorkflow:
         self._publish()
 
     async def _step(self, params: StepInput) -> StepResult:
-        return await workflow.execute_activity_method(
+        return await self._activity(
             ShieldingActivities.record_step,
             params,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
         )
 
     async def _review_falls_due(self, due_at: datetime) -> None:
@@ -401,7 +401,7 @@ class ShieldingRequestWorkflow:
                     "a form can no longer be accepted."
                 )
             if refusal is not None:
-                await workflow.execute_activity_method(
+                await self._activity(
                     ShieldingActivities.refuse_form,
                     FormInput(
                         request_id=self._state.request_id,
@@ -410,13 +410,11 @@ class ShieldingRequestWorkflow:
                         operation_key=self._next_key("form-refused"),
                         refusal_reason=refusal,
                     ),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
                 )
                 self._last_message = refusal
                 return FormOutcome(accepted=False, message=refusal)
             try:
-                result: StepResult = await workflow.execute_activity_method(
+                result: StepResult = await self._activity(
                     ShieldingActivities.accept_form,
                     FormInput(
                         request_id=self._state.request_id,
@@ -424,14 +422,12 @@ class ShieldingRequestWorkflow:
                         actor=submission.actor,
                         operation_key=self._next_key("form-received"),
                     ),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
                 )
             finally:
                 self._form_arriving = False
             self._state.form_received_at = result.at or workflow.now()
             if workflow.patched(FORM_RECEIPT_PATCH):
-                await workflow.execute_activity_method(
+                await self._activity(
                     ShieldingActivities.notify_requestor,
                     RequestorNotice(
                         request_id=self._state.request_id,
@@ -442,8 +438,6 @@ class ShieldingRequestWorkflow:
                         ),
                         operation_key=self._next_key("form-receipt"),
                     ),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
                 )
             self._publish()
             self._wake = True
