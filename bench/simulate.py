@@ -36,7 +36,7 @@ from shielding.domain import (
 )
 from shielding.settings import Settings
 from shielding.temporal import data_converter, register_search_attributes
-from starter.intake import new_request_id
+from starter import new_request_id
 from worker.main import build_worker
 from workflows.shielding_request import ShieldingLifecycleInput, ShieldingRequestWorkflow, review_due_at
 

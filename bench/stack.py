@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from shielding.devstack import TUNED_DEV_SERVER_ARGS
-from shielding.temporal import SEARCH_ATTRIBUTES
+from shielding.processes import ManagedProcess
+from shielding.temporal import dev_server_command
 
 READY_TIMEOUT = 90.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -80,24 +78,8 @@ def tree_cpu_s(pid: int, *, descendants: bool = True) -> float:
     return total
 
 
-@dataclass
-class Managed:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+# The benchmarks' processes are the dev stack's: one supervisor for both.
+Managed = ManagedProcess
 
 
 @dataclass
@@ -122,47 +104,24 @@ class Stack:
     # ----------------------------------------------------------------------------------------- processes
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Managed:
-        log_path = self.root / f"{name}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=str(self.root),
-                start_new_session=True,
-            )
-        managed = Managed(name, process, log_path)
+        managed = ManagedProcess(name, command, self.root / f"{name}.log", env=env, cwd=self.root)
+        managed.start()
         self.processes.append(managed)
         return managed
 
     def stop(self, managed: Managed, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `grace`; only this process group (started in its own session)."""
-        if managed.alive():
-            with contextlib.suppress(ProcessLookupError):
-                managed.process.send_signal(signal.SIGTERM)
-            try:
-                managed.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(managed.pid, signal.SIGKILL)
-                managed.process.wait()
-        # Anything it left in its own process group (it was the session leader).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(managed.pid, signal.SIGKILL)
+        """SIGTERM, then SIGKILL after `grace`; then anything it left in its own process group."""
+        managed.stop(grace)
         if managed in self.processes:
             self.processes.remove(managed)
 
     # ----------------------------------------------------------------------------------------- postgres
 
     def start_postgres(self) -> str:
-        import pgserver
+        from shielding.embedded_postgres import start_embedded_postgres
 
-        pgdata = self.root / "postgres"
-        pgdata.mkdir(parents=True)
         os.chmod(self.root, 0o755)
-        server = pgserver.get_server(pgdata, cleanup_mode="delete")
+        server = start_embedded_postgres(self.root / "postgres", cleanup="delete")
         self.postgres = server
         self.database_url = str(server.get_uri())
         return self.database_url
@@ -177,12 +136,8 @@ class Stack:
     def start_temporal(self, name: str, *, tuned: bool) -> TemporalServer:
         """A fresh dev server: tuned (our flags, WAL SQLite file, our search attributes) or as it comes."""
         port = free_port()
-        command = [binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless"]
-        if tuned:
-            command += ["--db-filename", str(self.root / f"{name}.sqlite"), "--log-level", "warn"]
-            command += TUNED_DEV_SERVER_ARGS
-            for attr, kind in SEARCH_ATTRIBUTES.items():
-                command += ["--search-attribute", f"{attr}={kind}"]
+        db_file = self.root / f"{name}.sqlite" if tuned else None
+        command = dev_server_command(port=port, ui_port=None, db_file=db_file, tuned=tuned)
         return TemporalServer(self._spawn(name, command), port, tuned)
 
     async def wait_temporal(self, server: TemporalServer) -> None:

@@ -80,14 +80,14 @@ def _dump(profiles: list[cProfile.Profile], path: Path) -> None:
 async def run(args: argparse.Namespace) -> None:
     overrides: dict[str, object] = {
         "TEMPORAL_ADDRESS": args.address,
-        "SHIELDING_TASK_QUEUE": args.task_queue or "unused",
+        "task_queue": args.task_queue or "unused",
     }
     if args.database_url:
         overrides["DATABASE_URL"] = args.database_url
     if args.max_cached_workflows is not None:
-        overrides["SHIELDING_MAX_CACHED_WORKFLOWS"] = args.max_cached_workflows
+        overrides["max_cached_workflows"] = args.max_cached_workflows
     settings = Settings(**overrides)  # type: ignore[arg-type]  # keys come from SHIELDING_ENCRYPTION_KEYS
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level or "INFO")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

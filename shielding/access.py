@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from shielding import store
+from shielding import messages, store
 from shielding.domain import AuditAction
 
 ROLES = ("intake", "reviewer", "manager", "practitioner", "child-protection")
@@ -79,7 +79,7 @@ async def require(
             child_uid=child_uid,
         )
     if action == "review" and request_id is not None:
-        taken_by = await store.request_requestor_actor(pool, request_id)
+        taken_by = await store.received_by(pool, request_id)
         if taken_by == actor:
             await _deny(
                 pool,
@@ -128,12 +128,13 @@ async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -
             child_uid=uid,
             reason=reason,
         )
+        managers = store.RecipientKind.MANAGERS.value
         await store.notify(
             conn,
-            recipient_kind="managers",
-            recipient="managers",
+            recipient_kind=managers,
+            recipient=managers,
             request_id=request_id or "",
-            subject=f"Break-glass view of record {uid} by {actor}",
-            body=f"{actor} used the override to view the hidden details of record {uid}. Please investigate.",
+            subject=messages.override_subject(uid, actor),
+            body=messages.override_body(uid, actor),
         )
     return record

@@ -61,7 +61,7 @@ def make_app(settings: Settings) -> web.Application:
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8081) -> None:
     """Run the codec endpoint until interrupted (the `shielding codec-server` command)."""
     app = make_app(settings)  # before anything listens: no token, no server
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level or "INFO")
     log.info("codec server listening", host=host, port=port, cors_origin=settings.codec_cors_origin)
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 

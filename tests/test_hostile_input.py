@@ -37,7 +37,7 @@ from shielding.domain import (
     ShieldingRequestInput,
 )
 from shielding.importer import MAX_LINE_BYTES, ImportRefused, parse_children
-from starter.intake import (
+from starter import (
     CLOCK_SKEW,
     IntakeDraft,
     Refusal,

@@ -10,9 +10,10 @@ from temporalio.service import RPCError
 
 from shielding import deadlines, store
 from shielding.domain import Stage
-from starter.intake import Refusal, ShieldingService, new_request_id
-from tests.conftest import make_child, running_worker
-from tests.lifecycle_helpers import draft
+from starter import Refusal, ShieldingService, new_request_id
+from tests.helpers.lifecycle import draft
+from tests.helpers.records import make_child
+from tests.helpers.servers import running_worker
 
 pytestmark = pytest.mark.devserver
 

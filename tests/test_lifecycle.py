@@ -20,10 +20,10 @@ from shielding.domain import (
     Stage,
     UnshieldRequest,
 )
-from starter.intake import Refusal, ShieldingService
-from tests.conftest import make_child, running_worker
-from tests.lifecycle_helpers import (
+from starter import Refusal, ShieldingService
+from tests.helpers.lifecycle import (
     actions,
+    advance_to,
     env_now,
     eventually,
     intake,
@@ -32,16 +32,11 @@ from tests.lifecycle_helpers import (
     status,
     status_where,
 )
+from tests.helpers.records import make_child
+from tests.helpers.servers import running_worker
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 MINUTE = timedelta(minutes=1)
-
-
-async def advance_to(env, instant, offset=timedelta(0)):
-    """Skip time until `instant + offset` (a negative offset stops just before it)."""
-    remaining = instant + offset - await env_now(env)
-    if remaining > timedelta(0):
-        await env.sleep(remaining)
 
 
 async def send_form(handle, pool, request_id):
@@ -313,20 +308,24 @@ async def test_a_retried_activity_has_one_effect_and_one_audit_entry(pool, child
     from datetime import UTC, datetime
 
     from shielding.domain import AuditAction
+    from shielding.steps import LiftShield, ShieldChildren
 
     request = intake([c.uid for c in children], datetime.now(UTC))
     due = deadlines.form_due_at(request.called_at)
-    results = [await store.shield_request(pool, request, f"{request.request_id}:1:shield", due) for _ in range(repeat)]
+    shield = ShieldChildren(request=request, form_due_at=due)
+    results = [await store.shield_request(pool, shield, f"{request.request_id}:1:shield") for _ in range(repeat)]
     assert results[0] == results[1]
     lifts = [
         await store.lift_shield(
             pool,
-            request_id=request.request_id,
-            action=AuditAction.UNSHIELDED,
-            stage=Stage.UNSHIELDED,
-            actor="reviewer-1",
-            reason="changed",
-            operation_key=f"{request.request_id}:2:unshielded",
+            LiftShield(
+                request_id=request.request_id,
+                action=AuditAction.UNSHIELDED,
+                stage=Stage.UNSHIELDED,
+                actor="reviewer-1",
+                reason="changed",
+            ),
+            f"{request.request_id}:2:unshielded",
         )
         for _ in range(repeat)
     ]

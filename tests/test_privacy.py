@@ -44,7 +44,6 @@ import activities.shielding as activities_module
 import shielding.codec_server as codec_server_module
 import shielding.log as shielding_log
 from shielding import access, deadlines, store
-from shielding.audit_chain import verify_chain
 from shielding.codec import (
     ENCODING,
     KEY_ID_METADATA,
@@ -70,9 +69,12 @@ from shielding.domain import (
     UnshieldRequest,
 )
 from shielding.settings import ConfigurationError, Settings
+from shielding.steps import LiftShield, ShieldChildren
+from shielding.store import verify_chain
 from shielding.temporal import SEARCH_ATTRIBUTES, data_converter
-from tests.conftest import make_child, running_worker
-from tests.lifecycle_helpers import env_now, intake, start, status_where
+from tests.helpers.lifecycle import advance_to, env_now, intake, start, status_where
+from tests.helpers.records import make_child
+from tests.helpers.servers import running_worker
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 MINUTE = timedelta(minutes=1)
@@ -239,29 +241,21 @@ async def shield_directly(
 ) -> str:
     """Shield children through the store (what the workflow's first activity does), without a workflow."""
     request = intake(uids, datetime.now(UTC), actor=actor, **overrides)
-    result = await store.shield_request(
-        pool, request, f"{request.request_id}:1:shield", deadlines.form_due_at(request.called_at)
-    )
+    shield = ShieldChildren(request=request, form_due_at=deadlines.form_due_at(request.called_at))
+    result = await store.shield_request(pool, shield, f"{request.request_id}:1:shield")
     assert result.stage == Stage.AWAITING_FORM
     return request.request_id
 
 
 async def unshield_directly(pool: asyncpg.Pool, request_id: str) -> None:
-    await store.lift_shield(
-        pool,
+    lift = LiftShield(
         request_id=request_id,
         action=AuditAction.UNSHIELDED,
         stage=Stage.UNSHIELDED,
         actor="reviewer-test",
         reason="test over",
-        operation_key=f"{request_id}:2:unshielded",
     )
-
-
-async def advance_to(env: Any, instant: datetime, offset: timedelta = timedelta(0)) -> None:
-    remaining = instant + offset - await env_now(env)
-    if remaining > timedelta(0):
-        await env.sleep(remaining)
+    await store.lift_shield(pool, lift, f"{request_id}:2:unshielded")
 
 
 async def full_lifecycle(env: Any, pool: asyncpg.Pool, task_queue: str, uid: str, canaries: Canaries) -> str:
@@ -421,7 +415,7 @@ async def test_codec_refuses_a_wrong_key_and_tampered_payloads() -> None:
 
 
 def test_production_refuses_to_run_without_encryption_keys(tmp_path: Any) -> None:
-    production = Settings(SHIELDING_ENVIRONMENT="production", SHIELDING_DATA_DIR=tmp_path)
+    production = Settings(environment="production", data_dir=tmp_path)
     with pytest.raises(ConfigurationError, match="SHIELDING_ENCRYPTION_KEYS is required"):
         codec_from_settings(production)
 
@@ -642,8 +636,8 @@ async def test_search_finds_a_shielded_child_only_through_the_fields_it_shows(po
     by_postcode = {"postcode": canaries.postcode}
     by_school = {"school": canaries.school}
     before = {
-        "postcode": len(await store.search_children(pool, **by_postcode)),
-        "school": len(await store.search_children(pool, **by_school)),
+        "postcode": len(await store.search_children(pool, store.ChildSearch(**by_postcode))),
+        "school": len(await store.search_children(pool, store.ChildSearch(**by_school))),
         "postcode_sql": await _count(pool, **by_postcode),
         "school_sql": await _count(pool, **by_school),
     }
@@ -653,7 +647,10 @@ async def test_search_finds_a_shielded_child_only_through_the_fields_it_shows(po
     request_id = await shield_directly(pool, [child.uid])
 
     found = await store.search_children(
-        pool, given_name=canaries.given_name, family_name=canaries.family_name, date_of_birth=canaries.date_of_birth
+        pool,
+        store.ChildSearch(
+            given_name=canaries.given_name, family_name=canaries.family_name, date_of_birth=canaries.date_of_birth
+        ),
     )
     assert [r["uid"] for r in found] == [child.uid]
     assert set(found[0]) == PRACTITIONER_KEYS and found[0]["shielded"] is True
@@ -668,17 +665,17 @@ async def test_search_finds_a_shielded_child_only_through_the_fields_it_shows(po
         )
         == []
     )
-    by_alias = await store.search_children(pool, given_name=canaries.alias)
+    by_alias = await store.search_children(pool, store.ChildSearch(given_name=canaries.alias))
     assert [r["uid"] for r in by_alias] == [child.uid]
 
     # Neither the results nor their counts change because a shielded child lives there or goes there.
     after = {
-        "postcode": await store.search_children(pool, **by_postcode),
-        "school": await store.search_children(pool, **by_school),
+        "postcode": await store.search_children(pool, store.ChildSearch(**by_postcode)),
+        "school": await store.search_children(pool, store.ChildSearch(**by_school)),
         "postcode_lower_nospace": await store.search_children(
-            pool, postcode=canaries.postcode.replace(" ", "").lower()
+            pool, store.ChildSearch(postcode=canaries.postcode.replace(" ", "").lower())
         ),
-        "school_lower": await store.search_children(pool, school=canaries.school.lower()),
+        "school_lower": await store.search_children(pool, store.ChildSearch(school=canaries.school.lower())),
     }
     for name, results in after.items():
         assert child.uid not in {r["uid"] for r in results}, name
@@ -703,7 +700,7 @@ async def test_search_finds_a_shielded_child_only_through_the_fields_it_shows(po
     # Positive control: once unshielded, the same postcode and school searches do find the child.
     await unshield_directly(pool, request_id)
     assert await _count(pool, **by_postcode) == before["postcode_sql"] + 1
-    assert child.uid in {r["uid"] for r in await store.search_children(pool, **by_school)}
+    assert child.uid in {r["uid"] for r in await store.search_children(pool, store.ChildSearch(**by_school))}
 
 
 # ------------------------------------------------------------------------------------- e. the database enforces it

@@ -21,8 +21,9 @@ from shielding import store
 from shielding.domain import FormSubmission, ReviewDecision, ReviewDecisionKind, Stage, UnshieldRequest
 from shielding.settings import Settings
 from shielding.temporal import data_converter, register_search_attributes
-from tests.conftest import make_child, running_worker, temporal_binary
-from tests.lifecycle_helpers import env_now, intake, start, status_where
+from tests.helpers.lifecycle import env_now, intake, start, status_where
+from tests.helpers.records import make_child
+from tests.helpers.servers import running_worker, temporal_binary
 from worker.main import workflow_runner
 from workflows.shielding_request import ShieldingRequestWorkflow
 
@@ -32,7 +33,7 @@ REPLAY_KEYS = "replay-fixtures:oJ8FBdgOUucl+a63Mq2H7G6WisRW/AsGpftwRhXzElc="
 
 
 def replay_settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(SHIELDING_DATA_DIR=tmp_path, DATABASE_URL=database_url, SHIELDING_ENCRYPTION_KEYS=REPLAY_KEYS)
+    return Settings(data_dir=tmp_path, DATABASE_URL=database_url, encryption_keys=REPLAY_KEYS)
 
 
 def recorded() -> list[Path]:

@@ -45,7 +45,7 @@ def build_worker(client: Client, activities: ShieldingActivities, settings: Sett
 
 async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level or "INFO")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

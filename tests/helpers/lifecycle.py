@@ -1,10 +1,10 @@
-"""Shared steps for lifecycle tests: start a request on a test server and wait for its acknowledgement."""
+"""Shared steps for lifecycle tests: drafts and inputs, starting a request, polling, skipping time, the audit."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,8 +22,9 @@ from shielding.domain import (
     Stage,
     StatusQuery,
 )
-from starter.intake import IntakeDraft, new_request_id
-from workflows.shielding_request import ShieldingLifecycleInput, ShieldingRequestWorkflow
+from shielding.lifecycle import ShieldingLifecycleInput
+from starter import IntakeDraft, new_request_id
+from workflows.shielding_request import ShieldingRequestWorkflow
 
 REQUESTOR = Requestor(
     type=RequestorType.PROFESSIONAL,
@@ -119,3 +120,19 @@ async def actions(pool: asyncpg.Pool, request_id: str) -> list[str]:
 
 async def env_now(env: WorkflowEnvironment) -> datetime:
     return await env.get_current_time()
+
+
+async def advance_to(env: WorkflowEnvironment, instant: datetime, offset: timedelta = timedelta(0)) -> None:
+    """Skip time until `instant + offset` (a negative offset stops just before it)."""
+    remaining = instant + offset - await env_now(env)
+    if remaining > timedelta(0):
+        await env.sleep(remaining)
+
+
+async def shielded_by(pool: asyncpg.Pool, uids: list[str]) -> dict[str, str]:
+    """Which of these children are shielded, and under which request."""
+    rows = await pool.fetch(
+        "SELECT uid, shield_request_id FROM children WHERE uid = ANY($1::text[]) AND shield_request_id IS NOT NULL",
+        uids,
+    )
+    return {r["uid"]: r["shield_request_id"] for r in rows}

@@ -10,13 +10,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shielding.processes import free_ports
 
 SHIELDING = str(Path(sys.executable).parent / "shielding")
 READY_TIMEOUT = 120.0
@@ -38,20 +39,6 @@ _FOREIGN_SETTINGS = (
     "SHIELDING_DEV_TEMPORAL_PORT",
     "SHIELDING_DEV_UI_PORT",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free right now (held open together, so they are distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -200,7 +187,7 @@ class DevStack:
                     proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
-        # pgserver's postmaster is daemonised (not our child); stop it through its pid file.
+        # The embedded postmaster is daemonised (not our child); stop it through its pid file.
         pid_file = self.data_dir / "postgres" / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, IndexError, psutil.Error):
             postmaster = psutil.Process(int(pid_file.read_text().splitlines()[0]))

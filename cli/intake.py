@@ -1,0 +1,73 @@
+"""Commands for intake officers: take a request by phone, record its written form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.app import JsonOption, app, run
+from cli.context import Context
+from cli.errors import CommandError
+from cli.render import acknowledgement, emit, iso
+from shielding.domain import REQUEST_ID_PATTERN
+from shielding.settings import get_settings
+from starter import IntakeDraft
+
+
+@app.command()
+@run
+async def request(
+    child: Annotated[list[str], typer.Option("--child", help="Child uid (repeat for siblings).")],
+    criterion: Annotated[list[str], typer.Option("--criterion", help="Criterion code (repeatable).")],
+    reason: Annotated[str, typer.Option(help="The reason, in the caller's words.")],
+    requestor_type: Annotated[str, typer.Option(help="professional or public.")],
+    requestor_name: Annotated[str, typer.Option(help="Who is asking.")],
+    requestor_organisation: Annotated[str | None, typer.Option(help="Organisation (professionals).")] = None,
+    requestor_phone: Annotated[str | None, typer.Option(help="Phone number.")] = None,
+    requestor_email: Annotated[str | None, typer.Option(help="Email address.")] = None,
+    called_at: Annotated[str | None, typer.Option(help="Time of the call, ISO 8601 with offset.")] = None,
+    other_description: Annotated[
+        str | None, typer.Option(help="Description of the circumstances for other-significant-harm.")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Repeat an unconfirmed intake under the request id it was given.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a shielding request by phone; returns once every child is shielded."""
+    draft = IntakeDraft(
+        children=child,
+        criteria=criterion,
+        other_description=other_description,
+        reason=reason,
+        requestor_type=requestor_type,
+        requestor_name=requestor_name,
+        requestor_organisation=requestor_organisation,
+        requestor_phone=requestor_phone,
+        requestor_email=requestor_email,
+        called_at=called_at,
+    )
+    async with Context(get_settings()) as ctx:
+        actor = await ctx.authorise("request")
+        service = await ctx.service()
+        if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
+            raise CommandError(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345)")
+        ack = await service.submit_request(draft, actor=actor, request_id=request_id)
+    emit(as_json, *acknowledgement(ack))
+
+
+@app.command()
+@run
+async def form(
+    request_id: Annotated[str, typer.Argument(help="The shielding request id.")],
+    document: Annotated[list[Path], typer.Option("--document", help="The form and supporting documents.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Record the written form and its supporting documents."""
+    async with Context(get_settings()) as ctx:
+        actor = await ctx.authorise("form", request_id=request_id)
+        outcome = await (await ctx.service()).submit_form(request_id, document, actor=actor)
+    payload = {"request_id": request_id, **outcome.model_dump(mode="json"), "received_at": iso(outcome.received_at)}
+    emit(as_json, payload, [outcome.message])

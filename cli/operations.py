@@ -1,0 +1,96 @@
+"""Commands for operations staff: the local stack, the worker, migrations, the codec server, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from cli.app import JsonOption, app
+from cli.errors import fail
+from cli.render import emit, iso
+from shielding import deadlines
+from shielding.settings import ConfigurationError, get_settings
+
+
+@app.command()
+def dev() -> None:
+    """Run the whole service locally (Temporal dev server and Web UI, PostgreSQL, migrations, worker)."""
+    from shielding.devstack import run_dev_stack
+
+    try:
+        code = run_dev_stack(get_settings())
+    except ConfigurationError as err:
+        raise fail(str(err)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, DATABASE_URL)."""
+    from worker.main import run_worker
+
+    try:
+        asyncio.run(run_worker(get_settings()))
+    except ConfigurationError as err:
+        raise fail(str(err)) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (DATABASE_URL)."""
+    from shielding import store
+
+    try:
+        applied = store.migrate(get_settings().resolved_database_url())
+    except ConfigurationError as err:
+        raise fail(str(err)) from None
+    except Exception as err:  # noqa: BLE001
+        raise fail(f"migration failed ({type(err).__name__}); the database was left as it was") from None
+    typer.echo(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else ""))
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve the Temporal Web UI's remote codec endpoint, for holders of the codec token only."""
+    from shielding.codec_server import serve
+
+    try:
+        serve(get_settings(), host=host, port=port)
+    except ConfigurationError as err:
+        raise fail(str(err)) from None
+
+
+@app.command("deadlines")
+def deadlines_command(
+    called_at: Annotated[str, typer.Option(help="Time of the call, ISO 8601 with offset.")],
+    shielded_at: Annotated[str | None, typer.Option(help="Time of shielding (defaults to --called-at).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The form deadline and review dates for a call (no server needed)."""
+    from starter import Refusal, parse_instant
+
+    try:
+        called = parse_instant(called_at, "time of the call")
+        shielded = parse_instant(shielded_at, "time of shielding") if shielded_at else called
+        form_due = deadlines.form_due_at(called)
+        payload = {
+            "form_due_at": iso(form_due),
+            "review_7_day_at": iso(deadlines.review_7_day_at(shielded)),
+            "review_6_month_at": iso(deadlines.review_6_month_at(shielded)),
+        }
+    except (Refusal, ValueError, OverflowError) as err:
+        raise fail(str(err) if isinstance(err, Refusal) else f"cannot calculate deadlines: {err}") from None
+    emit(
+        as_json,
+        payload,
+        [
+            f"form due by:     {payload['form_due_at']}  ({deadlines.describe(form_due)})",
+            f"7-day review:    {payload['review_7_day_at']}",
+            f"6-month review:  {payload['review_6_month_at']}",
+        ],
+    )

@@ -1,0 +1,204 @@
+"""Every sentence the service tells a caller, reviewer, requestor or manager, in one place.
+
+The workflow and the store only orchestrate; the words are here so they can be read, reviewed and changed
+together. No sentence may carry a child's details or the reason for shielding: only ids, stages and dates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shielding import deadlines
+from shielding.domain import ReviewKind, Stage
+
+# ------------------------------------------------------------------------------------------- intake
+
+
+def shielded_form_due(form_due_at: datetime) -> str:
+    return f"Shielded. The written form and supporting documents are due by {deadlines.describe(form_due_at)}."
+
+
+def unknown_children(uids: list[str]) -> str:
+    return (
+        "No child in the directory has the identifier "
+        + ", ".join(uids)
+        + ". Check the identifier with the caller; nothing has been shielded."
+    )
+
+
+def already_shielded(existing_request_ids: list[str]) -> str:
+    return (
+        "Already shielded under request "
+        + ", ".join(existing_request_ids)
+        + "; this request has been recorded against it and no new shielding was started."
+    )
+
+
+SHIELDED_AT_INTAKE = "shielded at intake"
+
+
+# --------------------------------------------------------------------------------------------- lapse
+
+
+def lapse_reason(form_due_at: datetime | None) -> str:
+    due = deadlines.describe(form_due_at) if form_due_at else "the deadline"
+    return (
+        f"The written form and supporting documents were not received by {due}; the request is unsuccessful "
+        "and the records are no longer shielded."
+    )
+
+
+def lapse_notice_to_requestor(request_id: str) -> str:
+    return (
+        f"Your shielding request {request_id} was unsuccessful: the completed form and supporting documents were "
+        "not received within 7 working days of your call. Please call the Integrated Working Team if the child "
+        "is still at risk."
+    )
+
+
+def requestor_subject(request_id: str) -> str:
+    return f"Shielding request {request_id}"
+
+
+# ---------------------------------------------------------------------------------------------- form
+
+
+def still_being_taken(request_id: str) -> str:
+    return f"Request {request_id} is still being taken; try again in a moment."
+
+
+def form_on_closed_request(request_id: str, stage: Stage | str) -> str:
+    value = stage.value if isinstance(stage, Stage) else stage
+    return f"Request {request_id} is closed ({value}); a form can no longer be accepted."
+
+
+def form_already_received(request_id: str) -> str:
+    return f"The form for request {request_id} has already been received."
+
+
+def form_after_deadline(request_id: str, form_due_at: datetime) -> str:
+    return (
+        f"The form for request {request_id} arrived after its deadline ({deadlines.describe(form_due_at)}); "
+        "it cannot be accepted."
+    )
+
+
+def late_form_on_closed_request(request_id: str, stage: str, form_due_at: datetime | None) -> str:
+    """A form for a lifecycle that has ended (a lapsed request): refused before any workflow is asked."""
+    message = f"Request {request_id} is closed ({stage}); the form cannot be accepted."
+    if form_due_at is not None:
+        message += f" Its deadline was {deadlines.describe(form_due_at)}."
+    return message
+
+
+def form_accepted(request_id: str) -> str:
+    return f"Form received for request {request_id}; the record stays shielded."
+
+
+FORM_RECEIVED_AUDIT = "written form and supporting documents received"
+
+
+def form_receipt_subject(request_id: str) -> str:
+    return f"Shielding request {request_id}: form received"
+
+
+def form_receipt_body(request_id: str) -> str:
+    return (
+        f"We have received the written form and supporting documents for shielding request {request_id}. "
+        "The record stays shielded and will be reviewed."
+    )
+
+
+# ------------------------------------------------------------------------------------------- reviews
+
+
+def review_due_audit(kind: ReviewKind) -> str:
+    return f"{kind.value} review due"
+
+
+def review_due_subject(kind: ReviewKind, request_id: str) -> str:
+    return f"{kind.value} review due: shielding request {request_id}"
+
+
+def review_due_body(kind: ReviewKind, request_id: str, due_at: datetime) -> str:
+    return (
+        f"The {kind.value} review of shielding request {request_id} fell due on {deadlines.describe(due_at)}. "
+        f"The record stays shielded until a reviewer decides: shielding review {request_id} --approve | "
+        "--unshield --reason TEXT"
+    )
+
+
+def reminder_audit(kind: ReviewKind) -> str:
+    return f"{kind.value} review overdue; the record stays shielded"
+
+
+def reminder_subject(kind: ReviewKind, request_id: str) -> str:
+    return f"Reminder: overdue {kind.value} review of shielding request {request_id}"
+
+
+def reminder_body(kind: ReviewKind, request_id: str) -> str:
+    return (
+        f"The {kind.value} review of shielding request {request_id} is overdue. The record remains shielded; "
+        "please decide."
+    )
+
+
+def nothing_to_review_closed(request_id: str, stage: Stage) -> str:
+    return f"Request {request_id} is closed ({stage.value}); there is nothing to review."
+
+
+def no_review_due(request_id: str, kind: ReviewKind, next_review_at: datetime | None) -> str:
+    when = deadlines.describe(next_review_at) if next_review_at else "not scheduled"
+    return f"No review is due for request {request_id}; the next ({kind.value}) review falls due at {when}."
+
+
+UNSHIELD_NEEDS_REASON = "A decision to unshield needs a reason."
+OWN_REQUEST_REVIEW = "A reviewer cannot decide the review of a request they took themselves."
+
+
+def unshielded_after_review(request_id: str, kind: ReviewKind) -> str:
+    return f"Request {request_id} unshielded after its {kind.value} review."
+
+
+def approval_audit(kind: ReviewKind) -> str:
+    return f"{kind.value} review approved; the record stays shielded"
+
+
+def review_approved(request_id: str, kind: ReviewKind, next_review_at: datetime | None) -> str:
+    when = deadlines.describe(next_review_at) if next_review_at else "none"
+    return f"{kind.value} review approved; request {request_id} stays shielded. Next review: {when}."
+
+
+# ------------------------------------------------------------------------------------------ unshield
+
+
+def already_closed(request_id: str, stage: Stage) -> str:
+    return f"Request {request_id} is already closed ({stage.value})."
+
+
+def unshielded(request_id: str) -> str:
+    return f"Request {request_id} closed; its records are no longer shielded."
+
+
+# ------------------------------------------------------------------------------------------ directory
+
+IMPORTED_DUPLICATE_AUDIT = "an imported record matches a shielded child; shielded at once and linked for review"
+
+
+def duplicate_record_subject(request_id: str) -> str:
+    return f"Possible duplicate record linked to shielding request {request_id}"
+
+
+def duplicate_record_body(uid: str, request_id: str) -> str:
+    return (
+        f"A record imported into the directory (uid {uid}) matches a child shielded under request {request_id}. "
+        "It has been shielded and linked to that request. Please check it."
+    )
+
+
+def override_subject(uid: str, actor: str) -> str:
+    return f"Break-glass view of record {uid} by {actor}"
+
+
+def override_body(uid: str, actor: str) -> str:
+    return f"{actor} used the override to view the hidden details of record {uid}. Please investigate."
