@@ -23,7 +23,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit": frozenset({"reviewer", "manager", "child-protection"}),
     "import": frozenset({"manager", "intake"}),
     "override": frozenset({"child-protection"}),
+    "users": frozenset({"manager"}),
 }
+# Who took a request may not decide what happens to it afterwards.
+NOT_ON_OWN_REQUEST = frozenset({"review", "unshield"})
 
 
 class AccessDenied(Exception):
@@ -78,38 +81,58 @@ async def require(
             request_id=request_id,
             child_uid=child_uid,
         )
-    if action == "review" and request_id is not None:
+    if action in NOT_ON_OWN_REQUEST and request_id is not None:
         taken_by = await store.received_by(pool, request_id)
         if taken_by == actor:
+            what = "decide its review" if action == "review" else "unshield it"
             await _deny(
                 pool,
                 actor,
                 action,
-                f"{actor!r} took request {request_id} and so cannot decide its review; another reviewer must",
+                f"{actor!r} took request {request_id} and so cannot {what}; another reviewer must",
                 request_id=request_id,
             )
     return roles
 
 
-async def add_user(pool: asyncpg.Pool, name: str, role: str, *, by: str) -> None:
+async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str) -> None:
+    """Grant a role (in the caller's transaction, beside the account it belongs to); audited."""
     if role not in ROLES:
         raise AccessDenied(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
-    managers = await pool.fetchval("SELECT count(*) FROM user_roles WHERE role = 'manager'")
-    # The very first manager bootstraps the service; after that only managers manage users.
-    if managers:
-        if "manager" not in await roles_of(pool, by):
-            await _deny(pool, by, "users", f"{by!r} may not manage users; that needs the role manager")
-    elif role != "manager":
-        raise AccessDenied("there is no manager yet: add one first (`shielding users add NAME --role manager`)")
     try:
-        await pool.execute(
-            "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        added = await conn.fetchval(
+            "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
             name,
             role,
             by,
         )
     except asyncpg.CheckViolationError:
         raise AccessDenied(f"{name!r} is not a valid user name (letters, digits, . _ @ -)") from None
+    if added:
+        await store.append_audit(
+            conn, action=AuditAction.ROLE_GRANTED, actor=by, request_id=None, reason=f"{name} granted {role}"
+        )
+
+
+async def remove_role(conn: asyncpg.Connection, name: str, role: str | None, *, by: str) -> None:
+    """Remove one role, or every role and the account's sign-in (its sessions end at once); audited."""
+    if role is not None and role not in ROLES:
+        raise AccessDenied(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
+    removed = await conn.fetch(
+        "DELETE FROM user_roles WHERE name = $1 AND ($2::text IS NULL OR role = $2) RETURNING role", name, role
+    )
+    if not removed:
+        raise AccessDenied(f"{name!r} has no role {role}" if role else f"{name!r} is not a user")
+    remaining = await conn.fetchval("SELECT count(*) FROM user_roles WHERE name = $1", name)
+    if role is None or not remaining:
+        await conn.execute("UPDATE accounts SET disabled_at = now() WHERE name = $1 AND disabled_at IS NULL", name)
+        await conn.execute("UPDATE sessions SET ended_at = now() WHERE name = $1 AND ended_at IS NULL", name)
+    if await conn.fetchval("SELECT count(*) FROM user_roles WHERE role = 'manager'") == 0:
+        raise AccessDenied("that would leave no manager; add another manager first")
+    for row in removed:
+        await store.append_audit(
+            conn, action=AuditAction.ROLE_REMOVED, actor=by, request_id=None, reason=f"{name} lost {row['role']}"
+        )
 
 
 async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -> dict[str, Any] | None:

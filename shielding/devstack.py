@@ -1,8 +1,9 @@
 """`shielding dev`: the whole service on one machine, on embedded defaults, in the foreground.
 
 Temporal dev server (SQLite file and Web UI) + a private PostgreSQL, both under the data dir, then
-migrations, then the worker as a child process. Ctrl-C or SIGTERM stops all of it; running it again resumes
-every sleeping workflow from the same files.
+migrations, then the worker and the web service as child processes. Only this process holds the database
+superuser; the worker, the web service and every command get the service's own login. Ctrl-C or SIGTERM
+stops all of it; running it again resumes every sleeping workflow from the same files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,29 +46,35 @@ class DevStack:
         self.data_dir = settings.data_dir.resolve()
         self.temporal: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
+        self.web: ManagedProcess | None = None
         self.postgres: Any = None
         self.stopping = threading.Event()
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for port in (self.settings.dev_temporal_port, self.settings.dev_ui_port):
+        for port in (self.settings.dev_temporal_port, self.settings.dev_ui_port, self.settings.dev_web_port):
             if not port_free(port):
                 raise ConfigurationError(
                     f"port {port} is in use: is another `shielding dev` or Temporal server running?"
                 )
         ensure_encryption_keys(self.data_dir)
-        database_url = self._start_postgres()
+        superuser_url = self._start_postgres()
         _say("postgres: up")
         from shielding import store
+        from shielding.dblogins import ensure_service_login
 
-        applied = store.migrate(database_url)
+        applied = store.migrate(superuser_url)
         _say(f"migrations: {len(applied)} applied")
+        database_url = ensure_service_login(superuser_url, self.data_dir / "postgres", self.data_dir)
         self._start_temporal()
         _say("temporal: up")
         temporal_address = f"127.0.0.1:{self.settings.dev_temporal_port}"
-        self._write_stack_file(temporal_address, database_url)
-        self._start_worker(temporal_address, database_url)
+        env = self._service_env(temporal_address, database_url)
+        self._start_worker(env)
         _say("worker: up")
+        self._start_web(env)
+        _say("web: up")
+        self._write_stack_file(temporal_address, database_url)
 
     def _start_postgres(self) -> str:
         from shielding.embedded_postgres import start_embedded_postgres
@@ -90,12 +98,17 @@ class DevStack:
         for port in (self.settings.dev_temporal_port, self.settings.dev_ui_port):
             self.temporal.wait_for_port(port, READY_TIMEOUT)
 
+    @property
+    def web_url(self) -> str:
+        return f"http://localhost:{self.settings.dev_web_port}"
+
     def _write_stack_file(self, temporal_address: str, database_url: str) -> None:
         path = self.settings.stack_file()
         tmp = path.with_suffix(".tmp")
         stack = {
             "temporal_address": temporal_address,
             "database_url": database_url,
+            "web_url": self.web_url,
             "namespace": self.settings.temporal_namespace,
             "pid": os.getpid(),
         }
@@ -103,24 +116,40 @@ class DevStack:
         tmp.chmod(0o600)
         tmp.replace(path)
 
-    def _start_worker(self, temporal_address: str, database_url: str) -> None:
+    def _service_env(self, temporal_address: str, database_url: str) -> dict[str, str]:
+        """The worker's and the web service's settings: the service's database login, never the superuser."""
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": temporal_address,
             "DATABASE_URL": database_url,
             "SHIELDING_DATA_DIR": str(self.data_dir),
+            "SHIELDING_WEB_HOST": "127.0.0.1",
+            "SHIELDING_WEB_PORT": str(self.settings.dev_web_port),
             # The sandbox compiles the workflow module for every new workflow unless bytecode is cached.
             "PYTHONPYCACHEPREFIX": str(self.data_dir / "pycache"),
         }
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+    def _forwarding(self, marker: bytes) -> tuple[threading.Event, Callable[[bytes], None]]:
         ready = threading.Event()
 
         def forward(line: bytes) -> None:
-            if b"worker started" in line:
+            if marker in line:
                 ready.set()
             sys.stderr.buffer.write(line)
             sys.stderr.flush()
 
+        return ready, forward
+
+    def _start_web(self, env: dict[str, str]) -> None:
+        self.web = ManagedProcess("the web service", [sys.executable, "-m", "web"], self.data_dir / "web.log", env=env)
+        _, forward = self._forwarding(b"\0")
+        self.web.start(on_line=forward)
+        self.web.wait_for_port(self.settings.dev_web_port, READY_TIMEOUT)
+
+    def _start_worker(self, env: dict[str, str]) -> None:
+        ready, forward = self._forwarding(b"worker started")
         # A child process, so a worker that dies at exit (sdk-python#300) never takes the stack down with it.
         self.worker = ManagedProcess(
             "the worker", [sys.executable, "-m", "worker.main"], self.data_dir / "worker.log", env=env
@@ -131,7 +160,7 @@ class DevStack:
     def watch(self) -> int:
         """Block until asked to stop or a part dies; returns the exit code."""
         while not self.stopping.wait(0.5):
-            for process in (self.temporal, self.worker):
+            for process in (self.temporal, self.worker, self.web):
                 if process is not None and process.process is not None and not process.alive():
                     _say(f"{process.name} stopped unexpectedly (code {process.returncode}); shutting down")
                     return 1
@@ -139,7 +168,7 @@ class DevStack:
 
     def stop(self) -> None:
         self.stopping.set()
-        for process in (self.worker, self.temporal):
+        for process in (self.web, self.worker, self.temporal):
             if process is not None and process.alive():
                 process.stop(grace=15.0)
         if self.postgres is not None:
@@ -161,6 +190,7 @@ def run_dev_stack(settings: Settings) -> int:
         stack.start()
         _say("ready")
         _say(f"temporal:  127.0.0.1:{settings.dev_temporal_port} (namespace {settings.temporal_namespace})")
+        _say(f"web: http://localhost:{settings.dev_web_port}")
         _say(f"web ui:    http://localhost:{settings.dev_ui_port}")
         _say(f"data dir:  {stack.data_dir}")
         code = stack.watch()

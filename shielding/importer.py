@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,40 +32,45 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 
 def _parse(path: Path) -> list[ChildRecord]:
+    with path.open("rb") as handle:
+        return parse_lines(handle)
+
+
+def parse_lines(lines: Iterable[bytes]) -> list[ChildRecord]:
+    """Records from JSON Lines already read (an upload): the same checks, every problem by line number."""
     problems: list[str] = []
     records: list[ChildRecord] = []
     seen: dict[str, int] = {}
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if len(raw) > MAX_LINE_BYTES:
-                problems.append(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
-                continue
-            try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                problems.append(f"line {number}: not UTF-8 text")
-                continue
-            if not text:
-                continue
-            try:
-                value = json.loads(text)
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a child record
-                problems.append(f"line {number}: not valid JSON")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"line {number}: expected a JSON object for one child")
-                continue
-            try:
-                record = ChildRecord.model_validate(value)
-            except ValidationError as err:
-                fields = ", ".join(sorted({_field(e["loc"]) for e in err.errors()}))
-                problems.append(f"line {number}: invalid or missing {fields}")
-                continue
-            if record.uid in seen:
-                problems.append(f"line {number}: uid {record.uid} already appears on line {seen[record.uid]}")
-                continue
-            seen[record.uid] = number
-            records.append(record)
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_LINE_BYTES:
+            problems.append(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            problems.append(f"line {number}: not UTF-8 text")
+            continue
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a child record
+            problems.append(f"line {number}: not valid JSON")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"line {number}: expected a JSON object for one child")
+            continue
+        try:
+            record = ChildRecord.model_validate(value)
+        except ValidationError as err:
+            fields = ", ".join(sorted({_field(e["loc"]) for e in err.errors()}))
+            problems.append(f"line {number}: invalid or missing {fields}")
+            continue
+        if record.uid in seen:
+            problems.append(f"line {number}: uid {record.uid} already appears on line {seen[record.uid]}")
+            continue
+        seen[record.uid] = number
+        records.append(record)
     if problems:
         shown = problems[:20]
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""

@@ -1,0 +1,78 @@
+"""The web service: builds the FastAPI app, the one database pool and Temporal client staff actions use.
+
+`create_app(settings)` connects at start-up (lifespan) as the service's own database login; every response
+is `Cache-Control: no-store`, and errors are plain sentences (`web.errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request, Response
+
+from shielding import store
+from shielding.settings import Settings
+from shielding.temporal import connect
+from starter import ShieldingService
+from starter.identity import IdentityService
+from web.deps import Parts
+from web.errors import install_error_handlers
+from web.routes import audit, auth, directory, health, requests, users
+
+SECURITY_HEADERS = {
+    # Shielded details must never sit in a browser or proxy cache.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
+
+
+async def build_parts(settings: Settings) -> Parts:
+    pool = await store.create_pool(settings.resolved_database_url(), max_size=10)
+    client = await connect(settings)
+    service = ShieldingService(
+        client,
+        pool,
+        task_queue=settings.task_queue,
+        max_document_bytes=settings.max_document_bytes,
+        intake_timeout=settings.intake_timeout_seconds,
+    )
+    identity = IdentityService(pool, idle_timeout=timedelta(minutes=settings.session_idle_minutes))
+    return Parts(settings=settings, pool=pool, client=client, service=service, identity=identity)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.parts = await build_parts(settings)
+        try:
+            yield
+        finally:
+            await app.state.parts.pool.close()
+
+    app = FastAPI(
+        title="Shielding service",
+        summary="Shield children's records in the child directory: intake, forms, reviews, unshielding.",
+        version="1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    for module in (auth, requests, directory, audit, users, health):
+        app.include_router(module.router)
+    return app

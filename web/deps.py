@@ -1,0 +1,98 @@
+"""Typed dependencies: the service's parts, the signed-in session, CSRF, and the permission each route needs.
+
+Identity comes only from the session this service issued: a bearer token (API, CLI) or a session cookie
+(pages). A cookie session must also present its CSRF token on every state-changing request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+from temporalio.client import Client
+
+from shielding import access
+from shielding.settings import Settings
+from starter import ShieldingService
+from starter.identity import IdentityService, NotSignedIn, Session
+
+SESSION_COOKIE = "shielding_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Parts:
+    """The one pool, Temporal client and services of this process, built at start-up."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    client: Client
+    service: ShieldingService
+    identity: IdentityService
+
+
+class CsrfRefused(access.AccessDenied):
+    """A state-changing request on a cookie session without its CSRF token."""
+
+
+def parts(request: Request) -> Parts:
+    return request.app.state.parts  # type: ignore[no-any-return]
+
+
+PartsDep = Annotated[Parts, Depends(parts)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _csrf_presented(request: Request) -> str:
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        presented = value if isinstance(value, str) else None
+    return presented or ""
+
+
+async def current_session(request: Request, p: PartsDep) -> Session:
+    token = bearer_token(request)
+    if token is not None:
+        return await p.identity.session(token, kind="bearer")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise NotSignedIn("You are not signed in: sign in first (`shielding login`).")
+    session = await p.identity.session(cookie, kind="cookie")
+    if request.method not in SAFE_METHODS:
+        presented = await _csrf_presented(request)
+        if not secrets.compare_digest(presented.encode(), session.csrf_token.encode()):
+            raise CsrfRefused("This form could not be checked (its security token is missing or out of date).")
+    return session
+
+
+SessionDep = Annotated[Session, Depends(current_session)]
+
+
+def allowed(action: str) -> object:
+    """A dependency: the signed-in user may take `action` (on the path's request or child); audited if not."""
+
+    async def check(request: Request, session: SessionDep, p: PartsDep) -> Session:
+        await access.require(
+            p.pool,
+            session.name,
+            action,
+            request_id=request.path_params.get("request_id"),
+            child_uid=request.path_params.get("uid"),
+        )
+        return session
+
+    return Depends(check)

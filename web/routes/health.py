@@ -1,0 +1,30 @@
+"""Health for the compose file and load balancers: the database and Temporal answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+from web.deps import PartsDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="200 when the database and the workflow service answer")
+async def healthz(p: PartsDep) -> JSONResponse:
+    problems = []
+    try:
+        await p.pool.fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means unhealthy
+        problems.append("database")
+    try:
+        await p.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=timedelta(seconds=3))
+    except Exception:  # noqa: BLE001
+        problems.append("temporal")
+    return JSONResponse(
+        {"status": "ok" if not problems else "unavailable", "failing": problems},
+        status_code=200 if not problems else 503,
+    )

@@ -1,0 +1,81 @@
+"""What the API accepts: the request bodies. None of them names who is acting; the session does."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignIn(Body):
+    name: str = Field(max_length=200)
+    password: str = Field(max_length=1000)
+
+
+class SignedIn(BaseModel):
+    name: str
+    roles: list[str]
+    token: str | None = None
+    csrf_token: str | None = None
+    idle_timeout_minutes: float
+
+
+class Me(BaseModel):
+    name: str
+    roles: list[str]
+    auth_method: str
+
+
+class Intake(Body):
+    """What the intake officer took down on the call (checked by the service, every problem named)."""
+
+    children: list[str] = Field(default_factory=list, max_length=5000)
+    criteria: list[str] = Field(default_factory=list, max_length=100)
+    other_description: str | None = None
+    reason: str | None = None
+    requestor_type: str | None = None
+    requestor_name: str | None = None
+    requestor_organisation: str | None = None
+    requestor_phone: str | None = None
+    requestor_email: str | None = None
+    called_at: str | None = Field(default=None, description="ISO 8601 with its UTC offset; now when absent")
+    request_id: str | None = Field(default=None, description="Repeat an unconfirmed intake under its request id")
+
+
+class Review(Body):
+    decision: Literal["approve", "unshield"]
+    reason: str | None = Field(default=None, max_length=5000)
+
+
+class Unshield(Body):
+    reason: str = Field(max_length=5000)
+
+
+class Override(Body):
+    reason: str = Field(max_length=5000)
+    # Local accounts prove who they are again with their password; single sign-on accounts sign in again.
+    password: str | None = Field(default=None, max_length=1000)
+
+
+class NewUser(Body):
+    name: str = Field(max_length=64)
+    role: str = Field(max_length=40)
+    password: str | None = Field(default=None, max_length=1000)
+    oidc_subject: str | None = Field(default=None, max_length=255)
+
+
+class DeviceStart(BaseModel):
+    handle: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None = None
+    interval: int = 5
+    expires_in: int
+
+
+class DevicePoll(Body):
+    handle: str = Field(max_length=200)
