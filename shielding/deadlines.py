@@ -120,10 +120,27 @@ _MONTHS = (
 )
 
 
+def _day(local: datetime) -> str:
+    return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+
+
+def _clock(local: datetime) -> str:
+    """GOV.UK style: "5:30pm", "9am", "midday"."""
+    if local.hour == 12 and local.minute == 0:
+        return "midday"
+    hour = local.hour % 12 or 12
+    suffix = "am" if local.hour < 12 else "pm"
+    return f"{hour}{suffix}" if local.minute == 0 else f"{hour}:{local.minute:02d}{suffix}"
+
+
 def describe(instant: datetime) -> str:
-    """A London time read out to a caller ("Tuesday 1 December 2026, 00:00 GMT"); locale-independent."""
+    """A London time as an officer reads it aloud to a caller; locale-independent.
+
+    Midnight is the end of the day before ("the end of Friday 4 December 2026"), because that is what a
+    deadline at midnight means to the person who must meet it; any other time is "Tuesday 1 December 2026
+    at 6:03pm".
+    """
     local = instant.astimezone(LONDON)
-    return (
-        f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}, "
-        f"{local.hour:02d}:{local.minute:02d} {local.tzname()}"
-    )
+    if local.hour == 0 and local.minute == 0 and local.second == 0:
+        return f"the end of {_day(local - timedelta(days=1))}"
+    return f"{_day(local)} at {_clock(local)}"

@@ -149,7 +149,7 @@ def nothing_to_review_closed(request_id: str, stage: Stage) -> str:
 
 def no_review_due(request_id: str, kind: ReviewKind, next_review_at: datetime | None) -> str:
     when = deadlines.describe(next_review_at) if next_review_at else "not scheduled"
-    return f"No review is due for request {request_id}; the next ({kind.value}) review falls due at {when}."
+    return f"No review is due for request {request_id}; the next ({kind.value}) review falls due: {when}."
 
 
 UNSHIELD_NEEDS_REASON = "A decision to unshield needs a reason."

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Roles from a claim of the ID token ("group=role,group=role"), beside roles granted in the users table.
     oidc_groups_claim: str = "groups"
     oidc_group_roles: str | None = None
+    # Given to `shielding migrate`: the password it sets on the service's own database login (production).
+    service_db_password: str | None = None
     dev_temporal_port: int = 7233
     dev_ui_port: int = 8233
     max_cached_workflows: int = 1000

@@ -29,8 +29,9 @@ APP_DB = "app-db"
 MIGRATE = "migrate"
 WORKER = "worker"
 CODEC = "codec-server"
+WEB = "web"
 EXPECTED_SERVICES = {TEMPORAL_DB, TEMPORAL_SCHEMA, TEMPORAL, ADMIN_TOOLS, UI, APP_DB, MIGRATE, WORKER, CODEC}
-APP_SERVICES = (MIGRATE, WORKER, CODEC)
+APP_SERVICES = (MIGRATE, WORKER, CODEC, WEB)
 DATABASES = (TEMPORAL_DB, APP_DB)
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
@@ -198,6 +199,22 @@ def test_app_services_run_in_production_with_required_secrets(services: dict[str
     token = environment(services[CODEC])["SHIELDING_CODEC_TOKEN"]
     assert token.startswith("${SHIELDING_CODEC_TOKEN:?")
     assert "SHIELDING_ENCRYPTION_KEYS" not in environment(services[MIGRATE]), "the migration needs no keys"
+    for name in (WORKER, WEB):
+        assert environment(services[name])["SHIELDING_ACTION_KEYS"].startswith("${SHIELDING_ACTION_KEYS:?"), name
+
+
+def test_only_the_migration_connects_as_the_database_owner(services: dict[str, dict[str, Any]]) -> None:
+    assert environment(services[MIGRATE])["DATABASE_URL"].startswith("postgresql://shielding:")
+    for name in (WORKER, WEB):
+        assert environment(services[name])["DATABASE_URL"].startswith("postgresql://shielding_service:"), name
+
+
+def test_the_web_service_is_served_with_a_health_check(services: dict[str, dict[str, Any]]) -> None:
+    web = services[WEB]
+    assert command_list(web) == ["shielding", "serve"]
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+    assert environment(web)["SHIELDING_WEB_HOST"] == "0.0.0.0"
+    assert depends(web) == {MIGRATE: COMPLETED, ADMIN_TOOLS: COMPLETED}
 
 
 def test_app_services_use_the_project_image(services: dict[str, dict[str, Any]]) -> None:

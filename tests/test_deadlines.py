@@ -15,6 +15,7 @@ import pytest
 
 from shielding.deadlines import (
     add_working_days,
+    describe,
     form_due_at,
     is_bank_holiday,
     is_working_day,
@@ -393,3 +394,24 @@ def test_bank_holiday_outside_calendar_is_refused(day: date) -> None:
 )
 def test_add_working_days(start: date, count: int, expected: date) -> None:
     assert add_working_days(start, count) == expected
+
+
+# ----------------------------------------------------------------------------- read aloud to a caller
+
+
+@pytest.mark.parametrize(
+    ("instant", "spoken"),
+    [
+        # A form due at midnight is due by the end of the day before: what the caller must hear.
+        ("2026-12-05T00:00:00+00:00", "the end of Friday 4 December 2026"),
+        ("2026-12-04T23:59:00+00:00", "Friday 4 December 2026 at 11:59pm"),
+        ("2026-12-05T00:01:00+00:00", "Saturday 5 December 2026 at 12:01am"),
+        # Midnight in London during summer time is 23:00 UTC the day before.
+        ("2027-06-10T23:00:00+00:00", "the end of Thursday 10 June 2027"),
+        ("2026-12-01T12:00:00+00:00", "Tuesday 1 December 2026 at midday"),
+        ("2026-12-01T18:03:48+00:00", "Tuesday 1 December 2026 at 6:03pm"),
+        ("2026-12-01T09:00:00+00:00", "Tuesday 1 December 2026 at 9am"),
+    ],
+)
+def test_instants_are_described_as_an_officer_reads_them_aloud(instant: str, spoken: str) -> None:
+    assert describe(datetime.fromisoformat(instant)) == spoken

@@ -708,7 +708,22 @@ async def test_search_finds_a_shielded_child_only_through_the_fields_it_shows(po
 
 
 async def _practitioner(database_url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(database_url, user="shielding_practitioner")
+    """A session with the practitioners' privileges. No one logs in as that role (the service assumes it for
+    each practitioner read with SET LOCAL ROLE), so take it the same way, over the test's own connection."""
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="not permitted to log in"):
+        await asyncpg.connect(database_url, user="shielding_practitioner")
+    # A login that is only a member of the role, so what it could borrow is exactly what the role could.
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'practitioner_probe') THEN "
+            "CREATE ROLE practitioner_probe LOGIN NOINHERIT IN ROLE shielding_practitioner; END IF; END $$"
+        )
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(database_url, user="practitioner_probe")
+    await conn.execute("SET ROLE shielding_practitioner")
+    return conn
 
 
 async def test_the_practitioner_database_role_reaches_hidden_details_by_no_route(pool, database_url) -> None:

@@ -61,27 +61,5 @@ GRANT shielding_practitioner TO shielding_service;
 GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, sessions, sign_in_failures, device_sign_ins TO shielding_service;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO shielding_service;
 
--- The owner role owns every object of the service (migrations run as it), so no login owns anything and the
--- SECURITY DEFINER functions run as a role that cannot log in.
-DO $$
-DECLARE
-    item record;
-BEGIN
-    FOR item IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'S') AND c.relname NOT LIKE '\_yoyo%'
-                  AND c.relname NOT LIKE 'yoyo%'
-    LOOP
-        IF item.relkind = 'S' THEN
-            -- Sequences owned by a column follow their table.
-            CONTINUE;
-        END IF;
-        EXECUTE format('ALTER TABLE public.%I OWNER TO shielding_owner', item.relname);
-    END LOOP;
-    FOR item IN SELECT p.oid::regprocedure AS signature FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                LEFT JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
-                WHERE n.nspname = 'public' AND d.objid IS NULL
-    LOOP
-        EXECUTE format('ALTER FUNCTION %s OWNER TO shielding_owner', item.signature);
-    END LOOP;
-END
-$$;
+-- Ownership of every object moves to shielding_owner after each migration run (`shielding.store.db.migrate`),
+-- so no login owns anything and the SECURITY DEFINER functions run as a role that cannot log in.

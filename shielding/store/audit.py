@@ -120,9 +120,11 @@ async def audit_entries(
             request_id,
         )
     else:
+        # A refused request never reached request_children: it names its children only in its entry's details.
         rows = await pool.fetch(
             """SELECT * FROM audit_log WHERE child_uid = $1
                   OR request_id IN (SELECT request_id FROM request_children WHERE child_uid = $1)
+                  OR (details -> 'children') ? $1
                ORDER BY entry_id""",
             child_uid,
         )

@@ -37,8 +37,37 @@ async def pool_for(database_url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Po
         await pool.close()
 
 
+# After every migration run: the NOLOGIN owner role owns every table, view, sequence and function of the
+# service (not the extensions' own functions, not yoyo's bookkeeping), whoever ran the migration.
+ASSIGN_OWNER = """
+DO $$
+DECLARE
+    item record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'shielding_owner') THEN
+        RETURN;
+    END IF;
+    FOR item IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm') AND c.relname NOT LIKE '%yoyo%'
+                  AND pg_get_userbyid(c.relowner) <> 'shielding_owner'
+    LOOP
+        -- Sequences owned by a column follow their table.
+        EXECUTE format('ALTER TABLE public.%I OWNER TO shielding_owner', item.relname);
+    END LOOP;
+    FOR item IN SELECT p.oid::regprocedure AS signature FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> 'shielding_owner'
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO shielding_owner', item.signature);
+    END LOOP;
+END
+$$;
+"""
+
+
 def migrate(database_url: str) -> list[str]:
-    """Apply pending migrations (yoyo, under its lock); returns the ids applied."""
+    """Apply pending migrations (yoyo, under its lock), then hand every object to the owner role; returns the
+    ids applied."""
     from yoyo import get_backend, read_migrations
 
     url = database_url
@@ -50,6 +79,10 @@ def migrate(database_url: str) -> list[str]:
     with backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(ASSIGN_OWNER)
     return [m.id for m in pending]
 
 

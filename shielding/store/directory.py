@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
@@ -140,9 +141,18 @@ def practitioner_record(row: dict[str, Any]) -> dict[str, Any]:
     return {key: jsonable(value) for key, value in row.items()}
 
 
+@asynccontextmanager
+async def as_practitioner(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction under the practitioners' database role: only the redacting view and search are reachable."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE shielding_practitioner")
+        yield conn
+
+
 async def view_child(pool: asyncpg.Pool, uid: str) -> dict[str, Any] | None:
-    """What a practitioner sees, read through the redacting view (the same path the database role has)."""
-    row = await pool.fetchrow("SELECT * FROM practitioner_children WHERE uid = $1", uid)
+    """What a practitioner sees, read through the redacting view as the practitioners' role."""
+    async with as_practitioner(pool) as conn:
+        row = await conn.fetchrow("SELECT * FROM practitioner_children WHERE uid = $1", uid)
     return practitioner_record(dict(row)) if row else None
 
 
@@ -170,16 +180,17 @@ class ChildSearch(BaseModel):
 
 
 async def search_children(pool: asyncpg.Pool, search: ChildSearch) -> list[dict[str, Any]]:
-    rows = await pool.fetch(
-        "SELECT * FROM search_children($1, $2, $3, $4, $5, $6, $7)",
-        search.given_name,
-        search.family_name,
-        search.date_of_birth,
-        search.gender,
-        search.postcode,
-        search.school,
-        search.limit,
-    )
+    async with as_practitioner(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM search_children($1, $2, $3, $4, $5, $6, $7)",
+            search.given_name,
+            search.family_name,
+            search.date_of_birth,
+            search.gender,
+            search.postcode,
+            search.school,
+            search.limit,
+        )
     return [practitioner_record(dict(r)) for r in rows]
 
 
