@@ -45,8 +45,14 @@ def ensure_service_login(superuser_url: str, pgdata: Path, data_dir: Path) -> st
     hba = pgdata / "pg_hba.conf"
     if hba.read_text() != HBA_RULES:
         hba.write_text(HBA_RULES)
+    set_service_password(superuser_url, password)
     with psycopg.connect(superuser_url, autocommit=True) as conn:
-        statement = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}")
-        conn.execute(statement.format(sql.Identifier(SERVICE_ROLE), sql.Literal(password)))
         conn.execute("SELECT pg_reload_conf()")
     return _with_login(superuser_url, SERVICE_ROLE, password)
+
+
+def set_service_password(admin_url: str, password: str) -> None:
+    """Production: `shielding migrate` sets the service login's password it is given (compose passes it)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        statement = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}")
+        conn.execute(statement.format(sql.Identifier(SERVICE_ROLE), sql.Literal(password)))
