@@ -1,5 +1,12 @@
 # The shielding service image: the worker by default (`shielding worker`), and the same image runs the
-# one-shot migration (`shielding migrate`) and the Web UI's codec endpoint (`shielding codec-server`).
+# web service (`shielding serve`), the one-shot migration (`shielding migrate`) and the Web UI's codec
+# endpoint (`shielding codec-server`).
+# The pages' stylesheet and assets: built from web/frontend's lock file, the only stage with Node.
+FROM node:20.19.5-bookworm-slim AS frontend
+WORKDIR /src/web/frontend
+COPY web/frontend/ ./
+RUN npm ci --no-audit --no-fund && npm run --silent build && npm prune --omit=dev
+
 FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,6 +30,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # Only the packages the project ships (no .venv, .data or tests in the image).
 COPY shielding ./shielding
+COPY cli ./cli
+COPY web ./web
+COPY --from=frontend /src/web/frontend/build ./web/frontend/build
+COPY --from=frontend /src/web/frontend/node_modules ./web/frontend/node_modules
 COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
@@ -39,7 +50,7 @@ RUN groupadd --system --gid 10001 shielding \
 USER shielding
 WORKDIR /home/shielding
 
-# The codec server's port (`shielding codec-server --host 0.0.0.0 --port 8081`).
-EXPOSE 8081
+# The web service (`shielding serve`) and the codec server (`shielding codec-server --port 8081`).
+EXPOSE 8000 8081
 
 CMD ["shielding", "worker"]

@@ -16,10 +16,31 @@ from activities.models import (
     StepInput,
     StepResult,
 )
-from shielding import store
+from shielding import action_auth, messages, store
+from shielding.action_auth import SignedAction
+from shielding.domain import ShieldingRequestInput
 from shielding.log import get_logger
+from shielding.store.requests import refuse_unauthenticated
 
 log = get_logger(__name__)
+
+
+def intake_refusal(request: ShieldingRequestInput) -> str | None:
+    """Why this intake's start cannot be trusted (None: the service signed it, for this workflow, just now).
+
+    Checked here rather than in the workflow, so the workflow issues the commands it always has. The time is
+    when the workflow first scheduled this activity, so a retry (the database was down) is not made stale.
+    """
+    info = activity.info()
+    return action_auth.verify_action(
+        request.signature,
+        namespace=info.workflow_namespace or "",
+        workflow_id=info.workflow_id or "",
+        action=SignedAction.INTAKE,
+        argument=request,
+        actor=request.actor,
+        now=info.scheduled_time,
+    )
 
 
 class ShieldingActivities:
@@ -28,6 +49,12 @@ class ShieldingActivities:
 
     @activity.defn
     async def shield_record(self, params: ShieldRecordInput) -> ShieldResult:
+        refusal = intake_refusal(params.request)
+        if refusal is not None:
+            reason = messages.intake_unauthenticated(refusal)
+            result = await refuse_unauthenticated(self._pool, params, params.operation_key, reason)
+            log.warning("intake refused: not signed by the service", request_id=params.request.request_id)
+            return result
         result = await store.shield_request(self._pool, params, params.operation_key)
         log.info(
             "intake",

@@ -108,6 +108,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     from temporalio.client import Client
 
     from shielding import store
+    from shielding.action_auth import generate_action_key_spec
     from shielding.codec import generate_key_spec
     from shielding.settings import Settings
     from shielding.temporal import data_converter
@@ -116,6 +117,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     plan = PLANS["quick" if args.quick else "full"]
     phases = args.phases
     keys = generate_key_spec("bench")
+    action_keys = generate_action_key_spec("bench")
     progress(f"temp dir {stack.root}")
     configure_client_logging(stack.root / "bench-client.log")
 
@@ -127,6 +129,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     settings = Settings(
         DATABASE_URL=database_url,
         encryption_keys=keys,
+        action_keys=action_keys,
         task_queue=SHIELD_QUEUE,
         data_dir=stack.root / "data",
     )  # type: ignore[call-arg]
@@ -159,18 +162,31 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
             await stack.wait_temporal(tuned)
             client = await Client.connect(tuned.address, data_converter=converter)
             service = ShieldingService(
-                client, pool, task_queue=SHIELD_QUEUE, max_document_bytes=settings.max_document_bytes
+                client,
+                pool,
+                task_queue=SHIELD_QUEUE,
+                max_document_bytes=settings.max_document_bytes,
+                action_keys=action_keys,
             )
             rig = Rig(service=service, client=client, floor_task_queue=FLOOR_QUEUE, children=children)
             if {"time_to_shield", "throughput"} & set(phases):
                 worker = await stack.start_worker(
-                    "worker-main", tuned, encryption_keys=keys, task_queue=SHIELD_QUEUE, floor_task_queue=FLOOR_QUEUE
+                    "worker-main",
+                    tuned,
+                    encryption_keys=keys,
+                    action_keys=action_keys,
+                    task_queue=SHIELD_QUEUE,
+                    floor_task_queue=FLOOR_QUEUE,
                 )
                 untuned_worker = None
                 if untuned is not None:
                     await stack.wait_temporal(untuned)
                     untuned_worker = await stack.start_worker(
-                        "worker-untuned", untuned, encryption_keys=keys, floor_task_queue=FLOOR_QUEUE
+                        "worker-untuned",
+                        untuned,
+                        encryption_keys=keys,
+                        action_keys=action_keys,
+                        floor_task_queue=FLOOR_QUEUE,
                     )
                     rig.untuned_client = await Client.connect(untuned.address, data_converter=converter)
                     rig.untuned_task_queue = FLOOR_QUEUE
@@ -203,12 +219,17 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                     "worker-lifecycles",
                     tuned,
                     encryption_keys=keys,
+                    action_keys=action_keys,
                     task_queue=LIFECYCLE_QUEUE,
                     max_cached_workflows=LIFECYCLE_CACHE,
                 )
                 lifecycle_rig = Rig(
                     service=ShieldingService(
-                        client, pool, task_queue=LIFECYCLE_QUEUE, max_document_bytes=settings.max_document_bytes
+                        client,
+                        pool,
+                        task_queue=LIFECYCLE_QUEUE,
+                        max_document_bytes=settings.max_document_bytes,
+                        action_keys=action_keys,
                     ),
                     client=client,
                     floor_task_queue=FLOOR_QUEUE,

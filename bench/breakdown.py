@@ -84,6 +84,7 @@ async def run(n: int, profile_n: int) -> None:
     from temporalio.client import Client
 
     from shielding import store
+    from shielding.action_auth import generate_action_key_spec
     from shielding.codec import generate_key_spec
     from shielding.settings import Settings
     from shielding.temporal import data_converter
@@ -92,6 +93,7 @@ async def run(n: int, profile_n: int) -> None:
     stack = Stack()
     try:
         keys = generate_key_spec("bench")
+        action_keys = generate_action_key_spec("bench")
         configure_client_logging(stack.root / "bench-client.log")
         tuned = stack.start_temporal("temporal-tuned", tuned=True)
         url = stack.start_postgres()
@@ -99,15 +101,20 @@ async def run(n: int, profile_n: int) -> None:
         rows = 50_000
         await directory.load_children(url, rows)
         children = (directory.child_uid(i) for i in range(1, rows) if not directory.is_shielded(i))
-        settings = Settings(DATABASE_URL=url, encryption_keys=keys)  # type: ignore[call-arg]
+        settings = Settings(DATABASE_URL=url, encryption_keys=keys, action_keys=action_keys)  # type: ignore[call-arg]
         pool = await store.create_pool(url, max_size=10)
         await stack.wait_temporal(tuned)
         client = await Client.connect(tuned.address, data_converter=data_converter(settings))
         worker = await stack.start_worker(
-            "worker-main", tuned, encryption_keys=keys, task_queue=QUEUE, floor_task_queue=FLOOR_QUEUE
+            "worker-main",
+            tuned,
+            encryption_keys=keys,
+            action_keys=action_keys,
+            task_queue=QUEUE,
+            floor_task_queue=FLOOR_QUEUE,
         )
         rig = Rig(
-            service=ShieldingService(client, pool, task_queue=QUEUE, max_document_bytes=1024),
+            service=ShieldingService(client, pool, task_queue=QUEUE, max_document_bytes=1024, action_keys=action_keys),
             client=client,
             floor_task_queue=FLOOR_QUEUE,
             children=children,
@@ -121,11 +128,15 @@ async def run(n: int, profile_n: int) -> None:
         for kind, options in VARIANTS.items():
             queue = f"bench-{kind}".replace("_", "-")
             workers.append(
-                await stack.start_worker(f"worker-{queue}", tuned, encryption_keys=keys, task_queue=queue, **options)
+                await stack.start_worker(
+                    f"worker-{queue}", tuned, encryption_keys=keys, action_keys=action_keys, task_queue=queue, **options
+                )
             )
             calls[kind] = _relabelled(
                 Rig(
-                    service=ShieldingService(client, pool, task_queue=queue, max_document_bytes=1024),
+                    service=ShieldingService(
+                        client, pool, task_queue=queue, max_document_bytes=1024, action_keys=action_keys
+                    ),
                     client=client,
                     floor_task_queue=FLOOR_QUEUE,
                     children=children,
@@ -155,9 +166,16 @@ async def run(n: int, profile_n: int) -> None:
         profile_dir = stack.root / "profile"
         profile_dir.mkdir()
         profiled = await stack.start_worker(
-            "worker-profiled", tuned, encryption_keys=keys, task_queue=PROFILE_QUEUE, profile_dir=profile_dir
+            "worker-profiled",
+            tuned,
+            encryption_keys=keys,
+            action_keys=action_keys,
+            task_queue=PROFILE_QUEUE,
+            profile_dir=profile_dir,
         )
-        rig.service = ShieldingService(client, pool, task_queue=PROFILE_QUEUE, max_document_bytes=1024)
+        rig.service = ShieldingService(
+            client, pool, task_queue=PROFILE_QUEUE, max_document_bytes=1024, action_keys=action_keys
+        )
         got, wall = await run_batch(rig.call(KIND_OURS), profile_n, 1)
         print(f"\n{profile_n} sequential intakes through a profiled worker: {wall:.1f} s")
         stack.stop(profiled, grace=30)

@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.shielding import ShieldingActivities
 from bench.stack import binary
 from shielding import store
+from shielding.action_auth import ActionKeys, SignedAction, action_keys_from_settings, signed
 from shielding.domain import (
     Criterion,
     FormSubmission,
@@ -72,6 +73,10 @@ async def simulated_lifecycle(settings: Settings, pool: Any, uid: str) -> dict[s
     server_start_s = time.perf_counter() - t0
     try:
         await register_search_attributes(env.client)
+        # Signed as the service signs them: the intake at this machine's clock (the intake activity checks it
+        # against the worker's), the signals at the time-skipping server's (the workflow checks them against it).
+        keys = ActionKeys.from_spec(action_keys_from_settings(settings))
+        namespace = env.client.namespace
         worker = build_worker(
             env.client, ShieldingActivities(pool), settings.model_copy(update={"task_queue": TASK_QUEUE})
         )
@@ -92,6 +97,9 @@ async def simulated_lifecycle(settings: Settings, pool: Any, uid: str) -> dict[s
                 called_at=began,
                 actor="bench-intake",
             )
+            request = signed(
+                request, keys, namespace=namespace, workflow_id=request.request_id, action=SignedAction.INTAKE
+            )
             handle = await env.client.start_workflow(
                 ShieldingRequestWorkflow.run,
                 ShieldingLifecycleInput(request=request),
@@ -104,9 +112,16 @@ async def simulated_lifecycle(settings: Settings, pool: Any, uid: str) -> dict[s
             shielded_at = status.shielded_at
             intake_s = time.perf_counter() - t1
             documents = await store.stage_documents(pool, request.request_id, [("form.pdf", b"%PDF-1.7 form")])
-            await handle.signal(
-                ShieldingRequestWorkflow.form_received, FormSubmission(document_ids=documents, actor="bench-officer")
+            form = FormSubmission(document_ids=documents, actor="bench-officer")
+            form = signed(
+                form,
+                keys,
+                namespace=namespace,
+                workflow_id=request.request_id,
+                action=SignedAction.RECEIVE_FORM,
+                issued_at=await env.get_current_time(),
             )
+            await handle.signal(ShieldingRequestWorkflow.form_received, form)
             await _eventually(lambda: _status(handle), lambda s: s.form_received_at is not None)
             latest = env.client.get_workflow_handle(request.request_id)  # follows continue-as-new
             for index in range(REVIEWS):
@@ -115,10 +130,15 @@ async def simulated_lifecycle(settings: Settings, pool: Any, uid: str) -> dict[s
                 if remaining > timedelta(0):
                     await env.sleep(remaining)
                 await _eventually(lambda: _status(latest), lambda s: s.stage == Stage.REVIEW_DUE)
-                await latest.signal(
-                    ShieldingRequestWorkflow.review_decided,
+                decision = signed(
                     ReviewDecision(decision=ReviewDecisionKind.APPROVE, actor="bench-reviewer"),
+                    keys,
+                    namespace=namespace,
+                    workflow_id=request.request_id,
+                    action=SignedAction.DECIDE_REVIEW,
+                    issued_at=await env.get_current_time(),
                 )
+                await latest.signal(ShieldingRequestWorkflow.review_decided, decision)
                 following = review_due_at(shielded_at, index + 1)
 
                 def approved(s: RequestStatus, following: datetime = following) -> bool:

@@ -166,6 +166,7 @@ class Stack:
         server: TemporalServer,
         *,
         encryption_keys: str,
+        action_keys: str,
         task_queue: str | None = None,
         floor_task_queue: str | None = None,
         max_cached_workflows: int | None = None,
@@ -193,6 +194,7 @@ class Stack:
             env["PYTHONPYCACHEPREFIX"] = str(self.root / "pycache")
         env |= {
             "SHIELDING_ENCRYPTION_KEYS": encryption_keys,
+            "SHIELDING_ACTION_KEYS": action_keys,
             "SHIELDING_LOG_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
         }

@@ -1,17 +1,19 @@
 """The `shielding` command: what intake officers, reviewers, practitioners and operations staff run.
 
 Every command exits 0 on success and 1 with a one-line message on any error; no stack trace reaches a user.
-Commands that print records accept --json (one JSON object on stdout). The commands live by audience in
-`cli.operations`, `cli.intake`, `cli.reviews`, `cli.directory`, `cli.audit` and `cli.users`.
+Commands that print records accept --json (one JSON object on stdout). Staff commands are clients of the
+web service (`cli.context`), acting as whoever signed in with `shielding login` (`cli.auth`); the commands
+that run on a server (`dev`, `worker`, `migrate`, `serve`, `codec-server`, `users bootstrap`) and
+`deadlines` are local. The commands live by audience in `cli.operations`, `cli.auth`, `cli.intake`,
+`cli.reviews`, `cli.directory`, `cli.audit` and `cli.users`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from typer._click.exceptions import ClickException  # typer vendors click; its usage errors subclass this
@@ -32,22 +34,23 @@ app.add_typer(directory_app, name="directory")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 
+P = ParamSpec("P")
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command, turning every failure into one clear line on stderr."""
+def run(command: Callable[P, T]) -> Callable[P, T]:
+    """Run a command, turning every failure into one clear line on stderr."""
 
-    @functools.wraps(coro_fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         from shielding.log import configure_logging
 
         settings = get_settings()
         # Commands speak to people: only warnings and errors are logged unless asked otherwise.
         configure_logging(settings.log_level or "WARNING")
         try:
-            return asyncio.run(coro_fn(*args, **kwargs))
+            return command(*args, **kwargs)
         except typer.Exit:
             raise
         except KeyboardInterrupt:
@@ -91,4 +94,4 @@ def main() -> None:
 
 
 # The command modules register themselves on `app` when imported; last, so `app` exists when they ask for it.
-from cli import audit, directory, intake, operations, reviews, users  # noqa: E402, F401
+from cli import audit, auth, directory, intake, operations, reviews, users  # noqa: E402, F401

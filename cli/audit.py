@@ -11,8 +11,8 @@ from cli.app import JsonOption, audit_app, run
 from cli.context import Context
 from cli.errors import CommandError
 from cli.render import audit_lines, emit, iso
-from shielding import store
 from shielding.settings import get_settings
+from shielding.store import ChainVerdict
 
 
 @audit_app.callback()
@@ -29,12 +29,11 @@ def audit(
 
 
 @run
-async def _audit(request_id: str | None, child: str | None, as_json: bool) -> None:
+def _audit(request_id: str | None, child: str | None, as_json: bool) -> None:
     if (request_id is None) == (child is None):
         raise CommandError("give exactly one of --request REQUEST_ID or --child UID")
-    async with Context(get_settings()) as ctx:
-        await ctx.authorise("audit", request_id=request_id, child_uid=child)
-        entries = await store.audit_entries(await ctx.pool(), request_id=request_id, child_uid=child)
+    with Context(get_settings()) as ctx:
+        entries = ctx.get("/api/audit", request=request_id, child=child)["entries"]
     for e in entries:
         e["at"] = iso(datetime.fromisoformat(e["at"]))
         e.pop("entry_hash", None)
@@ -44,11 +43,10 @@ async def _audit(request_id: str | None, child: str | None, as_json: bool) -> No
 
 @audit_app.command("verify")
 @run
-async def audit_verify(as_json: JsonOption = False) -> None:
+def audit_verify(as_json: JsonOption = False) -> None:
     """Check the audit log's hash chain; names the first broken entry."""
-    async with Context(get_settings()) as ctx:
-        await ctx.authorise("audit")
-        result = await store.verify_chain(await ctx.pool())
+    with Context(get_settings()) as ctx:
+        result = ChainVerdict.model_validate(ctx.get("/api/audit/verify"))
     emit(as_json, result.model_dump(), [result.message])
     if not result.intact:
         raise typer.Exit(1)

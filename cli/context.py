@@ -1,58 +1,114 @@
-"""A command's connections (database pool, Temporal client, the service), opened lazily, closed at the end."""
+"""A command's line to the shielding service: where it is, the saved session, and one HTTP client.
+
+The service is `SHIELDING_API_URL`, else the running `shielding dev` (its stack file names `web_url`). A
+saved session is used only with the service that issued it, so a token never goes anywhere else. Every
+answer that is not a success becomes one exception whose message is the service's own sentence.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import getpass
+import json
 from types import TracebackType
+from typing import Any
+from urllib.parse import quote
 
-import asyncpg
-from temporalio.client import Client
+import httpx
 
-from shielding import access, store
-from shielding.settings import Settings
-from shielding.temporal import connect
-from starter import ShieldingService
+from cli import credentials
+from cli.credentials import SavedSession
+from cli.errors import CommandError, NotSignedIn, ServiceRefused
+from shielding.settings import ConfigurationError, Settings
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Longer than the service may take to confirm an intake, so its own answer (or its timeout) always arrives.
+READ_MARGIN_SECONDS = 30.0
+
+
+def api_url(settings: Settings) -> str:
+    url = settings.api_url
+    if not url:
+        try:
+            stack = json.loads(settings.stack_file().read_text())
+        except (OSError, ValueError):
+            stack = {}
+        url = stack.get("web_url") if isinstance(stack, dict) else None
+    if not url or not isinstance(url, str):
+        raise ConfigurationError(
+            "No shielding service configured: start `shielding dev`, or set SHIELDING_API_URL to the service."
+        )
+    return url.rstrip("/")
+
+
+def segment(value: str) -> str:
+    """One path segment, whatever the text holds (a request id or uid typed by a person)."""
+    return quote(value, safe="")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if response.status_code == 404 and detail == "Not Found":  # the framework's own: no such route
+        return "the shielding service found nothing at that address; check the identifier given"
+    if isinstance(detail, str) and detail.strip():
+        return detail
+    return f"the shielding service answered HTTP {response.status_code} with no explanation"
+
+
+def answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; else the service's sentence as an exception."""
+    if response.is_success:
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise CommandError(
+                f"the answer from {response.url.scheme}://{response.url.host} is not the shielding service's; "
+                "is SHIELDING_API_URL right?"
+            ) from None
+    # The service marks "no live session" (never signed in, signed out, idle too long) with a challenge;
+    # a 401 without one is a failed sign-in or re-authentication, whose own sentence says so.
+    if response.status_code == 401 and "www-authenticate" in response.headers:
+        raise NotSignedIn()
+    raise ServiceRefused(response.status_code, _detail(response))
 
 
 class Context:
-    def __init__(self, settings: Settings) -> None:
+    """`with Context(settings) as ctx:` then `ctx.get(...)`, `ctx.post(...)`, `ctx.delete(...)`, as the person
+    signed in; `anonymous=True` sends no session at all (signing in)."""
+
+    def __init__(self, settings: Settings, *, anonymous: bool = False, url: str | None = None) -> None:
         self.settings = settings
-        self._pool: asyncpg.Pool | None = None
-        self._client: Client | None = None
+        self.url = url or api_url(settings)
+        self.session: SavedSession | None = None
+        if not anonymous:
+            saved = credentials.load(settings)
+            if saved is None:
+                raise NotSignedIn()
+            if saved.api_url != self.url:  # never send a token to a service other than the one that issued it
+                raise NotSignedIn(f"you are signed in to {saved.api_url}, not {self.url}: run `shielding login` first")
+            self.session = saved
+        headers = {"Accept": "application/json", "User-Agent": "shielding-cli"}
+        if self.session is not None:
+            headers["Authorization"] = f"Bearer {self.session.token}"
+        timeout = httpx.Timeout(settings.intake_timeout_seconds + READ_MARGIN_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, follow_redirects=False)
 
-    @property
-    def actor(self) -> str:
-        return self.settings.actor or getpass.getuser()
+    def get(self, path: str, **params: str | None) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return answer(self.http.get(path, params=query))
 
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await store.create_pool(self.settings.resolved_database_url(), max_size=2)
-        return self._pool
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return answer(self.http.post(path, **kwargs))
 
-    async def client(self) -> Client:
-        if self._client is None:
-            self._client = await asyncio.wait_for(connect(self.settings), timeout=15)
-        return self._client
+    def delete(self, path: str, **params: str | None) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return answer(self.http.delete(path, params=query))
 
-    async def service(self) -> ShieldingService:
-        return ShieldingService(
-            await self.client(),
-            await self.pool(),
-            task_queue=self.settings.task_queue,
-            max_document_bytes=self.settings.max_document_bytes,
-            intake_timeout=self.settings.intake_timeout_seconds,
-        )
-
-    async def authorise(self, action: str, *, request_id: str | None = None, child_uid: str | None = None) -> str:
-        await access.require(await self.pool(), self.actor, action, request_id=request_id, child_uid=child_uid)
-        return self.actor
-
-    async def __aenter__(self) -> Context:
+    def __enter__(self) -> Context:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        self.http.close()

@@ -4,31 +4,37 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cli.app import JsonOption, app, directory_app, run
-from cli.context import Context
+from cli.context import Context, segment
 from cli.errors import CommandError
-from cli.render import child_record, emit, search_results
-from shielding import access, store
+from cli.passwords import read_password
+from cli.render import break_glass_record, child_record, emit, search_results
 from shielding.domain import Gender
-from shielding.importer import parse_children
+from shielding.importer import ImportRefused
 from shielding.settings import get_settings
+from shielding.store import ImportResult
 
 
 @directory_app.command("import")
 @run
-async def directory_import(
+def directory_import(
     file: Annotated[Path, typer.Argument(help="JSON Lines file, one child a line.")],
     as_json: JsonOption = False,
 ) -> None:
     """Load or update child records from JSON Lines; all or nothing."""
-    records = parse_children(file)
-    async with Context(get_settings()) as ctx:
-        actor = await ctx.authorise("import")
-        result = await store.import_children(await ctx.pool(), records, actor=actor)
+    try:
+        if not file.is_file():
+            raise ImportRefused(f"the file {file.name!r} cannot be found")
+        handle = file.open("rb")
+    except OSError as err:
+        raise ImportRefused(f"the file {file.name!r} cannot be read ({err.strerror or 'unreadable'})") from None
+    with handle, Context(get_settings()) as ctx:
+        answer = ctx.post("/api/directory/import", content=handle, headers={"Content-Type": "application/x-ndjson"})
+    result = ImportResult.model_validate(answer)
     emit(
         as_json,
         result.model_dump(),
@@ -37,27 +43,39 @@ async def directory_import(
     )
 
 
+def _override(ctx: Context, uid: str, reason: str, password_stdin: bool) -> dict[str, Any]:
+    terms = ctx.get(f"/api/children/{segment(uid)}/override")
+    # The warning comes first, before anything is asked or shown.
+    typer.echo(terms.get("warning") or "WARNING: break-glass override. This view is audited.", err=True)
+    body: dict[str, str | None] = {"reason": reason}
+    if terms.get("needs") == "password":
+        if not password_stdin:
+            raise CommandError("break-glass needs your password again: give it on standard input with --password-stdin")
+        body["password"] = read_password(True, needed_for="break-glass")
+    viewed = ctx.post(f"/api/children/{segment(uid)}/override", json=body)
+    return viewed["record"]  # type: ignore[no-any-return]
+
+
 @app.command()
 @run
-async def view(
+def view(
     uid: Annotated[str, typer.Argument(help="The child's unique identifier.")],
     override: Annotated[bool, typer.Option("--override", help="Break-glass: show hidden details once.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why the override is needed (required with --override).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Break-glass: your password again, from standard input.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """What a practitioner sees of a child's record."""
-    async with Context(get_settings()) as ctx:
+    """What a practitioner sees of a child's record (with --override: everything, once, audited)."""
+    if override and not (reason or "").strip():
+        raise CommandError("--override needs --reason")
+    with Context(get_settings()) as ctx:
         if override:
-            if not (reason or "").strip():
-                raise CommandError("--override needs --reason")
-            record = await access.override_view(await ctx.pool(), ctx.actor, uid, reason or "")
-            typer.echo("WARNING: break-glass override. This view is audited and the managers are alerted.", err=True)
+            record = _override(ctx, uid, reason or "", password_stdin)
         else:
-            await ctx.authorise("view", child_uid=uid)
-            record = await store.view_child(await ctx.pool(), uid)
-    if record is None:
-        raise CommandError(f"no child in the directory has the identifier {uid}")
-    emit(as_json, record, child_record(record))
+            record = ctx.get(f"/api/children/{segment(uid)}")
+    emit(as_json, record, break_glass_record(record) if override else child_record(record))
 
 
 def _date_of_birth(text: str | None) -> date | None:
@@ -71,7 +89,7 @@ def _date_of_birth(text: str | None) -> date | None:
 
 @app.command()
 @run
-async def search(
+def search(
     given_name: Annotated[str | None, typer.Option(help="Given name or alias.")] = None,
     family_name: Annotated[str | None, typer.Option(help="Family name or alias.")] = None,
     date_of_birth: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
@@ -86,15 +104,14 @@ async def search(
     dob = _date_of_birth(date_of_birth)
     if gender and gender not in set(Gender):
         raise CommandError("gender must be female, male, other or unknown")
-    query = store.ChildSearch(
-        given_name=given_name,
-        family_name=family_name,
-        date_of_birth=dob,
-        gender=gender,
-        postcode=postcode,
-        school=school,
-    )
-    async with Context(get_settings()) as ctx:
-        await ctx.authorise("search")
-        results = await store.search_children(await ctx.pool(), query)
-    emit(as_json, {"results": results}, search_results(results))
+    with Context(get_settings()) as ctx:
+        found = ctx.get(
+            "/api/children",
+            given_name=given_name,
+            family_name=family_name,
+            date_of_birth=dob.isoformat() if dob else None,
+            gender=gender,
+            postcode=postcode,
+            school=school,
+        )
+    emit(as_json, {"results": found["results"]}, search_results(found["results"]))

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import mimetypes
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 
 from cli.app import JsonOption, app, run
-from cli.context import Context
+from cli.context import Context, segment
 from cli.errors import CommandError
 from cli.render import acknowledgement, emit, iso
-from shielding.domain import REQUEST_ID_PATTERN
+from shielding.domain import REQUEST_ID_PATTERN, FormOutcome, IntakeAcknowledgement
 from shielding.settings import get_settings
-from starter import IntakeDraft
+from starter import IntakeDraft, Refusal
 
 
 @app.command()
 @run
-async def request(
+def request(
     child: Annotated[list[str], typer.Option("--child", help="Child uid (repeat for siblings).")],
     criterion: Annotated[list[str], typer.Option("--criterion", help="Criterion code (repeatable).")],
     reason: Annotated[str, typer.Option(help="The reason, in the caller's words.")],
@@ -49,25 +51,42 @@ async def request(
         requestor_email=requestor_email,
         called_at=called_at,
     )
-    async with Context(get_settings()) as ctx:
-        actor = await ctx.authorise("request")
-        service = await ctx.service()
-        if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
-            raise CommandError(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345)")
-        ack = await service.submit_request(draft, actor=actor, request_id=request_id)
-    emit(as_json, *acknowledgement(ack))
+    if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
+        raise CommandError(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345)")
+    with Context(get_settings()) as ctx:
+        answer = ctx.post("/api/requests", json={**draft.model_dump(mode="json"), "request_id": request_id})
+    emit(as_json, *acknowledgement(IntakeAcknowledgement.model_validate(answer)))
+
+
+def _open_documents(paths: list[Path], stack: contextlib.ExitStack) -> list[tuple[str, tuple[str, BinaryIO, str]]]:
+    """Each document as one multipart part named `documents`, read as it is sent (the service checks sizes)."""
+    if not paths:
+        raise Refusal("A form needs at least one document (the completed form, then any supporting documents).")
+    parts: list[tuple[str, tuple[str, BinaryIO, str]]] = []
+    for path in paths:
+        try:
+            if not path.is_file():
+                raise Refusal(f"The document {path.name!r} cannot be found or is not a file.")
+            handle = stack.enter_context(path.open("rb"))
+        except OSError as err:
+            raise Refusal(f"The document {path.name!r} cannot be read ({err.strerror or 'unreadable'}).") from None
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        parts.append(("documents", (path.name, handle, kind)))
+    return parts
 
 
 @app.command()
 @run
-async def form(
+def form(
     request_id: Annotated[str, typer.Argument(help="The shielding request id.")],
     document: Annotated[list[Path], typer.Option("--document", help="The form and supporting documents.")],
     as_json: JsonOption = False,
 ) -> None:
     """Record the written form and its supporting documents."""
-    async with Context(get_settings()) as ctx:
-        actor = await ctx.authorise("form", request_id=request_id)
-        outcome = await (await ctx.service()).submit_form(request_id, document, actor=actor)
+    with contextlib.ExitStack() as stack:
+        files = _open_documents(document, stack)
+        ctx = stack.enter_context(Context(get_settings()))
+        answer = ctx.post(f"/api/requests/{segment(request_id)}/form", files=files)
+    outcome = FormOutcome.model_validate(answer)
     payload = {"request_id": request_id, **outcome.model_dump(mode="json"), "received_at": iso(outcome.received_at)}
     emit(as_json, payload, [outcome.message])

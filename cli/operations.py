@@ -1,4 +1,5 @@
-"""Commands for operations staff: the local stack, the worker, migrations, the codec server, deadlines."""
+"""Commands for operations staff: the local stack, the worker, the web service, migrations, the codec server,
+deadlines. They run where the service runs, not through it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ def migrate() -> None:
     except Exception as err:  # noqa: BLE001
         raise fail(f"migration failed ({type(err).__name__}); the database was left as it was") from None
     typer.echo(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else ""))
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default SHIELDING_WEB_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default SHIELDING_WEB_HOST).")] = None,
+) -> None:
+    """Run the web service: the API the staff commands use, behind sign-in (DATABASE_URL, TEMPORAL_ADDRESS)."""
+    from web.server import serve as serve_web
+
+    try:
+        serve_web(get_settings(), host=host, port=port)
+    except ConfigurationError as err:
+        raise fail(str(err)) from None
 
 
 @app.command("codec-server")

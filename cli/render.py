@@ -85,26 +85,55 @@ def request_status(st: RequestStatus) -> tuple[dict[str, Any], list[str]]:
     return payload, lines
 
 
-def child_record(record: dict[str, Any]) -> list[str]:
-    lines = [
+def _identity(record: dict[str, Any]) -> list[str]:
+    return [
         f"uid:            {record['uid']}",
         f"name:           {record['given_name']} {record['family_name']}",
         f"aliases:        {', '.join(record.get('aliases') or []) or '-'}",
         f"gender:         {record['gender']}",
         f"date of birth:  {record['date_of_birth']}",
     ]
-    if record.get("shielded"):
-        lines.append("SHIELDED: other details are withheld. Contact the Integrated Working Team to reach this child.")
-        return lines
+
+
+def _carer(carer: dict[str, Any], *, with_phone: bool) -> str:
+    about = [carer.get("relationship") or "-"]
+    if with_phone and carer.get("phone"):
+        about.append(str(carer["phone"]))
+    return f"{carer.get('name', '')} ({', '.join(about)})"
+
+
+def _details(record: dict[str, Any], *, with_phones: bool = False) -> list[str]:
     address = record.get("address") or {}
-    carers = "; ".join(f"{c.get('name', '')} ({c.get('relationship') or '-'})" for c in record.get("carers") or [])
-    lines += [
+    carers = "; ".join(_carer(c, with_phone=with_phones) for c in record.get("carers") or [])
+    return [
         f"address:        {', '.join(address.get('lines', []))} {address.get('postcode') or ''}".rstrip(),
         f"carers:         {carers or '-'}",
         f"school:         {record.get('school') or '-'}",
         f"GP practice:    {record.get('gp_practice') or '-'}",
     ]
-    return lines
+
+
+def child_record(record: dict[str, Any]) -> list[str]:
+    lines = _identity(record)
+    if record.get("shielded"):
+        lines.append("SHIELDED: other details are withheld. Contact the Integrated Working Team to reach this child.")
+        return lines
+    return lines + _details(record)
+
+
+def break_glass_record(record: dict[str, Any]) -> list[str]:
+    """The whole record, shown once by break-glass: a shielded child's hidden details are marked as such."""
+    lines = _identity(record)
+    details = _details(record, with_phones=True)
+    practitioners = ", ".join(record.get("practitioners") or []) or "-"
+    details.append(f"practitioners:  {practitioners}")
+    if not record.get("shielded"):
+        return [*lines, *details]
+    return [
+        *lines,
+        "SHIELDED: the details below are hidden from everyone else; shown by break-glass (audited, managers alerted).",
+        *(f"{line}   [break-glass]" for line in details),
+    ]
 
 
 def search_results(results: list[dict[str, Any]]) -> list[str]:
@@ -123,3 +152,12 @@ def audit_lines(entries: list[dict[str, Any]]) -> list[str]:
         f"{e['child_uid'] or '':<16} {e['reason'] or ''}"
         for e in entries
     ] or ["no entries"]
+
+
+def user_lines(users: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for u in users:
+        how = [kind for kind, on in (("local", u.get("local")), ("single sign-on", u.get("single_sign_on"))) if on]
+        state = "disabled" if u.get("disabled") else (", ".join(how) or "no sign-in")
+        lines.append(f"{u['name']:<24} {', '.join(u.get('roles') or []) or '-':<32} {state}")
+    return lines or ["no users"]

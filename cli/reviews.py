@@ -7,15 +7,16 @@ from typing import Annotated
 import typer
 
 from cli.app import JsonOption, app, run
-from cli.context import Context
+from cli.context import Context, segment
 from cli.errors import CommandError
 from cli.render import emit, iso, request_status
+from shielding.domain import RequestStatus, ReviewOutcome, UnshieldOutcome
 from shielding.settings import get_settings
 
 
 @app.command()
 @run
-async def review(
+def review(
     request_id: Annotated[str, typer.Argument(help="The shielding request id.")],
     approve: Annotated[bool, typer.Option("--approve", help="Keep the record shielded.")] = False,
     unshield: Annotated[bool, typer.Option("--unshield", help="Lift the shield (needs --reason).")] = False,
@@ -27,9 +28,10 @@ async def review(
         raise CommandError("choose exactly one of --approve or --unshield")
     if unshield and not (reason or "").strip():
         raise CommandError("--unshield needs --reason")
-    async with Context(get_settings()) as ctx:
-        actor = await ctx.authorise("review", request_id=request_id)
-        outcome = await (await ctx.service()).decide_review(request_id, approve=approve, reason=reason, actor=actor)
+    body = {"decision": "approve" if approve else "unshield", "reason": reason}
+    with Context(get_settings()) as ctx:
+        answer = ctx.post(f"/api/requests/{segment(request_id)}/review", json=body)
+    outcome = ReviewOutcome.model_validate(answer)
     payload = {
         "request_id": request_id,
         **outcome.model_dump(mode="json"),
@@ -40,26 +42,25 @@ async def review(
 
 @app.command("unshield")
 @run
-async def unshield_command(
+def unshield_command(
     request_id: Annotated[str, typer.Argument(help="The shielding request id.")],
     reason: Annotated[str, typer.Option(help="Why the shield is no longer needed.")],
     as_json: JsonOption = False,
 ) -> None:
     """Lift the shield because circumstances changed; ends the lifecycle."""
-    async with Context(get_settings()) as ctx:
-        actor = await ctx.authorise("unshield", request_id=request_id)
-        outcome = await (await ctx.service()).unshield(request_id, reason=reason, actor=actor)
+    with Context(get_settings()) as ctx:
+        answer = ctx.post(f"/api/requests/{segment(request_id)}/unshield", json={"reason": reason})
+    outcome = UnshieldOutcome.model_validate(answer)
     emit(as_json, {"request_id": request_id, **outcome.model_dump(mode="json")}, [outcome.message])
 
 
 @app.command()
 @run
-async def status(
+def status(
     request_id: Annotated[str, typer.Argument(help="The shielding request id.")],
     as_json: JsonOption = False,
 ) -> None:
     """Stage, deadlines and decisions so far."""
-    async with Context(get_settings()) as ctx:
-        await ctx.authorise("status", request_id=request_id)
-        st = await (await ctx.service()).status(request_id)
+    with Context(get_settings()) as ctx:
+        st = RequestStatus.model_validate(ctx.get(f"/api/requests/{segment(request_id)}"))
     emit(as_json, *request_status(st))

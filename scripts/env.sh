@@ -13,4 +13,6 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# The pages' front-end packages (npm ci from web/frontend's lock file) and stylesheet; cheap when nothing changed.
+.venv/bin/python -m web.assets
 export PATH="$PWD/.venv/bin:$PATH"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,19 @@ NOT_ON_OWN_REQUEST = frozenset({"review", "unshield"})
 
 class AccessDenied(Exception):
     """The actor may not do this; the message says why."""
+
+
+class InvalidChange(ValueError):
+    """A change of who may do what that cannot be made as asked (no such role, no such user); says why."""
+
+
+USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+
+def check_user_name(name: str) -> None:
+    if not USER_NAME.fullmatch(name):
+        shown = name if name.isprintable() and len(name) <= 64 else "that name"
+        raise InvalidChange(f"{shown!r} is not a valid user name: use 1 to 64 letters, digits, '.', '_', '@' or '-'.")
 
 
 async def roles_of(pool: asyncpg.Pool, actor: str) -> set[str]:
@@ -98,7 +112,8 @@ async def require(
 async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str) -> None:
     """Grant a role (in the caller's transaction, beside the account it belongs to); audited."""
     if role not in ROLES:
-        raise AccessDenied(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
+        raise InvalidChange(f"{role!r} is not a role; roles are {', '.join(ROLES)}.")
+    check_user_name(name)
     try:
         added = await conn.fetchval(
             "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
@@ -107,7 +122,7 @@ async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str)
             by,
         )
     except asyncpg.CheckViolationError:
-        raise AccessDenied(f"{name!r} is not a valid user name (letters, digits, . _ @ -)") from None
+        raise InvalidChange(f"{name!r} is not a valid user name: use letters, digits, '.', '_', '@' or '-'.") from None
     if added:
         await store.append_audit(
             conn, action=AuditAction.ROLE_GRANTED, actor=by, request_id=None, reason=f"{name} granted {role}"
@@ -117,18 +132,19 @@ async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str)
 async def remove_role(conn: asyncpg.Connection, name: str, role: str | None, *, by: str) -> None:
     """Remove one role, or every role and the account's sign-in (its sessions end at once); audited."""
     if role is not None and role not in ROLES:
-        raise AccessDenied(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
+        raise InvalidChange(f"{role!r} is not a role; roles are {', '.join(ROLES)}.")
+    check_user_name(name)
     removed = await conn.fetch(
         "DELETE FROM user_roles WHERE name = $1 AND ($2::text IS NULL OR role = $2) RETURNING role", name, role
     )
     if not removed:
-        raise AccessDenied(f"{name!r} has no role {role}" if role else f"{name!r} is not a user")
+        raise InvalidChange(f"{name!r} has no role {role}." if role else f"{name!r} is not a user.")
     remaining = await conn.fetchval("SELECT count(*) FROM user_roles WHERE name = $1", name)
     if role is None or not remaining:
         await conn.execute("UPDATE accounts SET disabled_at = now() WHERE name = $1 AND disabled_at IS NULL", name)
         await conn.execute("UPDATE sessions SET ended_at = now() WHERE name = $1 AND ended_at IS NULL", name)
     if await conn.fetchval("SELECT count(*) FROM user_roles WHERE role = 'manager'") == 0:
-        raise AccessDenied("that would leave no manager; add another manager first")
+        raise InvalidChange("That would leave no manager; add another manager first.")
     for row in removed:
         await store.append_audit(
             conn, action=AuditAction.ROLE_REMOVED, actor=by, request_id=None, reason=f"{name} lost {row['role']}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from shielding.action_auth import ensure_dev_action_keys
 from shielding.codec import generate_key_spec
 from shielding.processes import ManagedProcess, ProcessFailed, port_free
 from shielding.settings import ConfigurationError, Settings
@@ -58,6 +59,8 @@ class DevStack:
                     f"port {port} is in use: is another `shielding dev` or Temporal server running?"
                 )
         ensure_encryption_keys(self.data_dir)
+        # The worker and the web service read these from the data dir (development only).
+        ensure_dev_action_keys(self.data_dir)
         superuser_url = self._start_postgres()
         _say("postgres: up")
         from shielding import store

@@ -129,7 +129,7 @@ class AuditAction(StrEnum):
     ROLE_REMOVED = "role-removed"
 
 
-def _no_control_chars(value: str) -> str:
+def no_control_chars(value: str) -> str:
     # C0 (except tab), DEL and the C1 controls (NEL, CSI, ...), which terminals also act on.
     if any((ord(ch) < 32 and ch not in "\t") or 127 <= ord(ch) <= 159 for ch in value):
         raise ValueError("must not contain control characters")
@@ -139,12 +139,12 @@ def _no_control_chars(value: str) -> str:
 Text = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
-    AfterValidator(_no_control_chars),
+    AfterValidator(no_control_chars),
 ]
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control_chars),
+    AfterValidator(no_control_chars),
 ]
 ChildUid = Annotated[str, StringConstraints(pattern=UID_PATTERN.pattern)]
 RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN.pattern)]
@@ -154,6 +154,25 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, 
 
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# The parts of a staff action's signature (shielding.action_auth); bounded, since anyone can send them.
+ActionKeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ActionNonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+ActionMac = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ActionSignature(Model):
+    """The service's signature on one action it sends a workflow: which key, who, when, a nonce, the MAC.
+
+    Made and checked by `shielding.action_auth`; defined here so the models that carry it need no import of it.
+    """
+
+    key_id: ActionKeyId
+    actor: ShortText
+    issued_at: AwareDatetime
+    nonce: ActionNonce
+    mac: ActionMac
 
 
 class Requestor(Model):
@@ -203,6 +222,8 @@ class ShieldingRequestInput(Model):
     requestor: Requestor
     called_at: AwareDatetime
     actor: ShortText = "intake"
+    # The service's signature on this start (checked by the intake activity); None in histories made before it.
+    signature: ActionSignature | None = None
 
 
 class ChildOutcome(Model):
@@ -232,6 +253,7 @@ class FormSubmission(Model):
     # Validated where the payload is decoded, so a malformed id never reaches (and stalls) an activity.
     document_ids: list[DocumentId] = Field(min_length=1, max_length=50)
     actor: ShortText = "intake"
+    signature: ActionSignature | None = None
 
 
 class FormOutcome(Model):
@@ -249,6 +271,7 @@ class ReviewDecision(Model):
     decision: ReviewDecisionKind
     reason: Text | None = None
     actor: ShortText = "reviewer"
+    signature: ActionSignature | None = None
 
 
 class ReviewOutcome(Model):
@@ -261,6 +284,7 @@ class ReviewOutcome(Model):
 class UnshieldRequest(Model):
     reason: Text
     actor: ShortText = "reviewer"
+    signature: ActionSignature | None = None
 
 
 class UnshieldOutcome(Model):

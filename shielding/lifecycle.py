@@ -26,6 +26,9 @@ from shielding.domain import (
 REMINDER_INTERVAL = timedelta(days=1)
 # Keep the last few decisions in the carried state; the audit log holds them all.
 REVIEWS_KEPT = 6
+# Nonces of the signed actions accepted last. A nonce only has to be remembered while its signature is fresh
+# (shielding.action_auth.MAX_SKEW, 5 minutes either way), and no request sees this many actions in that time.
+NONCES_KEPT = 64
 
 
 def review_kind(index: int) -> ReviewKind:
@@ -67,6 +70,8 @@ class LifecycleState(BaseModel):
     operations: int = 0
     closed_reason: str | None = None
     acknowledgement: IntakeAcknowledgement | None = None
+    # The signed actions already accepted (their nonces), so a captured one cannot be sent again.
+    accepted_nonces: list[str] = Field(default_factory=list)
 
     # ------------------------------------------------------------------------------------------ timers
 
@@ -172,6 +177,10 @@ class LifecycleState(BaseModel):
         )
         self.reviews = [*self.reviews, record][-REVIEWS_KEPT:]
         return kind
+
+    def remember_nonce(self, nonce: str) -> None:
+        """Spend a signed action's nonce: the same signature is refused from now on."""
+        self.accepted_nonces = [*self.accepted_nonces, nonce][-NONCES_KEPT:]
 
     def approve_review(self) -> None:
         self.next_review_index += 1

@@ -202,3 +202,29 @@ def override_subject(uid: str, actor: str) -> str:
 
 def override_body(uid: str, actor: str) -> str:
     return f"{actor} used the override to view the hidden details of record {uid}. Please investigate."
+
+
+# ------------------------------------------------------------------------------------ signed actions
+# Refusals of actions the shielding service did not sign (shielding.action_auth). They name nothing the sender
+# chose (no id, actor or key id), so a forged message cannot make the refusal carry text of its own.
+
+ACTION_UNSIGNED = "This action was refused: it was not sent by the shielding service (it carries no signature)."
+ACTION_KEYS_MISSING = "This action was refused: no action keys are configured here, so its sender cannot be checked."
+ACTION_UNKNOWN_KEY = "This action was refused: it is signed with a key the shielding service does not hold."
+ACTION_BAD_SIGNATURE = (
+    "This action was refused: its signature does not match it (it was changed, or signed for another request "
+    "or another action)."
+)
+ACTION_WRONG_ACTOR = "This action was refused: it was signed for someone other than the person it names."
+ACTION_REPLAYED = "This action was refused: it has already been used once, and a signed action counts only once."
+
+
+def action_stale(minutes: int) -> str:
+    return (
+        f"This action was refused: it was signed more than {minutes} minutes before (or after) it arrived. "
+        "Send it again."
+    )
+
+
+def intake_unauthenticated(refusal: str) -> str:
+    return f"{refusal} Nothing has been shielded; take the call again as a new request."

@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
     task_queue: str = "shielding"
-    actor: str | None = None
     # Comma-separated "key-id:base64-32-byte-key"; the first is used to encrypt, all of them decrypt.
     encryption_keys: str | None = None
     # Comma-separated "key-id:base64-32-byte-key" for signing staff actions sent to workflows (HMAC-SHA256);

@@ -70,7 +70,7 @@ def digest(token: str) -> str:
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise access.AccessDenied(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise access.InvalidChange(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
     return _HASHER.hash(password)
 
 
@@ -106,15 +106,28 @@ class IdentityService:
         await accounts.clear_sign_in_failures(self._pool, name)
         return await self._issue(account.name, kind=kind, method="password")
 
-    async def sign_in_with_subject(self, subject: str, *, kind: str, group_roles: set[str]) -> IssuedSession:
-        """An identity provider vouched for `subject`; the account is the one linked to it."""
+    async def sign_in_with_subject(
+        self, subject: str, *, kind: str, group_roles: set[str], authenticated_at: datetime | None = None
+    ) -> IssuedSession:
+        """An identity provider vouched for `subject` (who proved it at `authenticated_at`, its `auth_time`); the
+        account is the one linked to it."""
         account = await accounts.account_by_subject(self._pool, subject)
         if account is None or account.disabled:
             await self._audit(AuditAction.SIGN_IN_FAILED, "single-sign-on", "no account is linked to this subject")
             raise SignInFailed("Sign-in failed: your account is not set up for this service; ask a manager.")
-        return await self._issue(account.name, kind=kind, method="oidc", extra_roles=group_roles)
+        return await self._issue(
+            account.name, kind=kind, method="oidc", extra_roles=group_roles, authenticated_at=authenticated_at
+        )
 
-    async def _issue(self, name: str, *, kind: str, method: str, extra_roles: set[str] | None = None) -> IssuedSession:
+    async def _issue(
+        self,
+        name: str,
+        *,
+        kind: str,
+        method: str,
+        extra_roles: set[str] | None = None,
+        authenticated_at: datetime | None = None,
+    ) -> IssuedSession:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         await accounts.create_session(
@@ -124,7 +137,7 @@ class IdentityService:
             kind=kind,
             csrf_token=csrf,
             auth_method=method,
-            authenticated_at=datetime.now(UTC),
+            authenticated_at=authenticated_at or datetime.now(UTC),
         )
         await self._audit(AuditAction.SIGNED_IN, name, f"signed in ({method}, {kind})")
         roles = await access.roles_of(self._pool, name)
@@ -169,6 +182,7 @@ class IdentityService:
 
     async def bootstrap_manager(self, name: str, password: str) -> None:
         """The first manager, only while there is none; run on the server, never through the web service."""
+        access.check_user_name(name)
         password_hash = hash_password(password)
         async with self._pool.acquire() as conn, conn.transaction():
             # Serialise bootstraps, so two at once cannot both find no manager.
@@ -184,6 +198,7 @@ class IdentityService:
         self, by: Session, name: str, role: str, *, password: str | None = None, oidc_subject: str | None = None
     ) -> None:
         await access.require(self._pool, by.name, "users")
+        access.check_user_name(name)
         password_hash = hash_password(password) if password else None
         async with self._pool.acquire() as conn, conn.transaction():
             await accounts.save_account(

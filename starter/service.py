@@ -31,6 +31,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from shielding import messages, store
+from shielding.action_auth import ActionKeys, Signable, SignedAction, signed
 from shielding.domain import (
     REQUEST_ID_PATTERN,
     FormOutcome,
@@ -106,7 +107,11 @@ def _closed_or_unreachable(request_id: str, err: RPCError) -> Refusal:
 
 
 class ShieldingService:
-    """What intake officers and reviewers do, over a Temporal client and the store (both injected)."""
+    """What intake officers and reviewers do, over a Temporal client and the store (both injected).
+
+    It is the only legitimate sender of intakes and staff actions: each one is signed with the first of
+    `action_keys` (shielding.action_auth), which the worker holds too and Temporal never sees.
+    """
 
     def __init__(
         self,
@@ -115,10 +120,12 @@ class ShieldingService:
         *,
         task_queue: str,
         max_document_bytes: int,
+        action_keys: str,
         intake_timeout: float | None = None,
     ) -> None:
         self._client = client
         self._pool = pool
+        self._action_keys = ActionKeys.from_spec(action_keys)
         self._task_queue = task_queue
         self._max_document_bytes = max_document_bytes
         # Seconds submit_request waits for the acknowledgement; None waits for as long as it takes.
@@ -144,6 +151,7 @@ class ShieldingService:
             )
             log.info("intake refused", request_id=request_id)
             raise
+        request = self._signed(request, SignedAction.INTAKE, request_id)
         start = WithStartWorkflowOperation(
             ShieldingRequestWorkflow.run,
             ShieldingLifecycleInput(request=request),
@@ -216,10 +224,11 @@ class ShieldingService:
             await store.refuse_form(self._pool, refusal, f"{request_id}:late-form:{secrets.token_hex(8)}")
             raise Refusal(reason)
         document_ids = await store.stage_documents(self._pool, request_id, [(d.filename, d.content) for d in documents])
+        submission = self._signed(
+            FormSubmission(document_ids=document_ids, actor=actor), SignedAction.RECEIVE_FORM, request_id
+        )
         try:
-            return await self._handle(request_id).execute_update(
-                ShieldingRequestWorkflow.receive_form, FormSubmission(document_ids=document_ids, actor=actor)
-            )
+            return await self._handle(request_id).execute_update(ShieldingRequestWorkflow.receive_form, submission)
         except WorkflowUpdateFailedError as err:
             raise Refusal(_update_failure_message(err)) from None
         except RPCError as err:
@@ -236,10 +245,11 @@ class ShieldingService:
             reason=reason or None,
             actor=actor,
         )
+        decision = self._signed(decision, SignedAction.DECIDE_REVIEW, request_id)
         return await self._update(request_id, ShieldingRequestWorkflow.decide_review, decision)  # type: ignore[no-any-return]
 
     async def unshield(self, request_id: str, *, reason: str, actor: str) -> UnshieldOutcome:
-        request = UnshieldRequest(reason=reason, actor=actor)
+        request = self._signed(UnshieldRequest(reason=reason, actor=actor), SignedAction.UNSHIELD, request_id)
         return await self._update(request_id, ShieldingRequestWorkflow.unshield, request)  # type: ignore[no-any-return]
 
     async def status(self, request_id: str) -> RequestStatus:
@@ -250,6 +260,12 @@ class ShieldingService:
             raise _closed_or_unreachable(request_id, err) from None
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def _signed(self, argument: Signable, action: SignedAction, request_id: str) -> Signable:
+        """`argument` as only this service can send it: signed for this request and action, by its actor, now."""
+        return signed(
+            argument, self._action_keys, namespace=self._client.namespace, workflow_id=request_id, action=action
+        )
 
     async def _known_request(self, request_id: str) -> None:
         check_request_id(request_id)

@@ -22,7 +22,7 @@ from shielding.embedded_postgres import EmbeddedPostgres, start_embedded_postgre
 from shielding.settings import Settings
 from shielding.temporal import data_converter, dev_server_extra_args, register_search_attributes
 from tests.helpers.records import make_child
-from tests.helpers.servers import TEST_KEYS, temporal_binary
+from tests.helpers.servers import TEST_ACTION_KEYS, TEST_KEYS, temporal_binary
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         data_dir=tmp_path_factory.mktemp("data"),
         database_url=database_url,
         encryption_keys=TEST_KEYS,
+        action_keys=TEST_ACTION_KEYS,
         task_queue="unused",
     )
 

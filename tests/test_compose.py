@@ -277,10 +277,12 @@ def test_worker_transitively_waits_for_both_databases(services: dict[str, dict[s
 
 
 def test_dockerfile_pinned_python_non_root(dockerfile: str) -> None:
-    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
+    bases = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE)
     assert bases, "no FROM"
-    for base in bases:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), f"unpinned base image {base}"
+    # The final image is Python; the only build stage is the pages' front end (Node), both pinned.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", bases[-1][0]), f"unpinned base image {bases[-1][0]}"
+    for base, stage in bases[:-1]:
+        assert stage == "frontend" and re.fullmatch(r"node:\d+\.\d+\.\d+-\w+-slim", base), base
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0", "0:0"), "the image must run as a non-root user"
     assert re.search(r"^RUN .*pip install \.(\s|$)", dockerfile, re.MULTILINE)

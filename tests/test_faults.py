@@ -35,7 +35,7 @@ from tests.helpers.devstack import base_env
 from tests.helpers.lifecycle import actions, draft, shielded_by
 from tests.helpers.processes import TemporalDevServer, WorkerProcess
 from tests.helpers.records import make_child
-from tests.helpers.servers import running_worker
+from tests.helpers.servers import TEST_ACTION_KEYS, running_worker
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 pytestmark = pytest.mark.slow
@@ -129,6 +129,7 @@ async def test_worker_killed_repeatedly_while_200_requests_are_in_flight(
             TEMPORAL_ADDRESS=server.address,
             DATABASE_URL=database_url,
             SHIELDING_ENCRYPTION_KEYS=settings.encryption_keys or "",
+            SHIELDING_ACTION_KEYS=TEST_ACTION_KEYS,
             SHIELDING_TASK_QUEUE=task_queue,
             SHIELDING_LOG_LEVEL="INFO",
         ),
@@ -140,7 +141,9 @@ async def test_worker_killed_repeatedly_while_200_requests_are_in_flight(
         await server.start()
         client = await server.client()
         await worker.start()
-        service = ShieldingService(client, pool, task_queue=task_queue, max_document_bytes=1024)
+        service = ShieldingService(
+            client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+        )
         limit = asyncio.Semaphore(CONCURRENCY)
         progress = asyncio.Condition()
         give_up_at = time.monotonic() + CLIENT_GIVES_UP_AFTER
@@ -247,7 +250,9 @@ async def test_temporal_server_restarted_while_lifecycles_sleep_and_a_form_deadl
     try:
         await server.start()
         client = await server.client()
-        service = ShieldingService(client, pool, task_queue=task_queue, max_document_bytes=1024)
+        service = ShieldingService(
+            client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+        )
         worker = running_worker(client, pool, settings, task_queue)
         worker_run = asyncio.create_task(worker.run())
         try:
@@ -391,7 +396,12 @@ async def test_postgres_unavailable_for_20_seconds_during_intake(dev_env: Any, s
                 Intake(new_request_id(), [a.uid, b.uid]) for a, b in zip(children[::2], children[1::2], strict=True)
             ]
             service = ShieldingService(
-                dev_env.client, db, task_queue=task_queue, max_document_bytes=1024, intake_timeout=INTAKE_BOUND
+                dev_env.client,
+                db,
+                task_queue=task_queue,
+                max_document_bytes=1024,
+                action_keys=TEST_ACTION_KEYS,
+                intake_timeout=INTAKE_BOUND,
             )
             outage: list[float] = []
             started = time.monotonic()

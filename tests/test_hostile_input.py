@@ -47,6 +47,7 @@ from starter import (
     read_documents,
     validate_intake,
 )
+from tests.helpers.servers import TEST_ACTION_KEYS
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 REQUEST_ID = "SR-ABCDEFGH2345"
@@ -488,7 +489,13 @@ def test_exactly_the_limit_of_children_is_accepted() -> None:
 
 def service(pool: asyncpg.Pool) -> ShieldingService:
     """A service whose refusals never reach Temporal (no client: a refusal must not need one)."""
-    return ShieldingService(None, pool, task_queue="unused", max_document_bytes=MAX_DOCUMENT_BYTES)  # type: ignore[arg-type]
+    return ShieldingService(
+        None,  # type: ignore[arg-type]
+        pool,
+        task_queue="unused",
+        max_document_bytes=MAX_DOCUMENT_BYTES,
+        action_keys=TEST_ACTION_KEYS,
+    )
 
 
 @DB_SETTINGS
@@ -915,6 +922,7 @@ cli_arg = st.one_of(cli_text, st.binary(min_size=1, max_size=30).filter(lambda b
 def run_cli(args: list[str | bytes], data_dir: Path) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "TEMPORAL_", "SHIELDING_"))}
     env["SHIELDING_DATA_DIR"] = str(data_dir)
+    env["SHIELDING_CREDENTIALS"] = str(data_dir / "no-session.json")  # never the developer's own session
     return subprocess.run([SHIELDING, *args], env=env, cwd=data_dir, capture_output=True, timeout=60, check=False)
 
 
@@ -973,14 +981,14 @@ def test_cli_request_with_hostile_arguments_fails_cleanly(empty_data_dir: Path, 
     result = run_cli(args, empty_data_dir)
     stderr = assert_cli_outcome(result)
     event("usage error" if result.returncode == 2 else stderr.split(":")[1].strip()[:40])
-    assert result.returncode != 0, "a request cannot succeed without a database"
+    assert result.returncode != 0, "a request cannot succeed without the service"
 
 
 @CLI_SETTINGS
 @given(path=st.one_of(cli_text, st.builds(lambda n: "a" * n, st.integers(256, 5_000)), st.just("/etc/hostname")))
 @example(path="a" * 300)  # "the directory database cannot be reached" for a file name too long
 def test_cli_import_of_hostile_paths_names_the_file_problem(empty_data_dir: Path, path: str) -> None:
-    """Whatever the path, the file is read (and refused) before any database is needed."""
+    """Whatever the path, the file is opened (and refused) before the service or any database is needed."""
     assume(not path.startswith("-") and path.strip())
     result = run_cli(["directory", "import", path], empty_data_dir)
     stderr = assert_cli_outcome(result)

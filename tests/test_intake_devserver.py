@@ -13,7 +13,7 @@ from shielding.domain import Stage
 from starter import Refusal, ShieldingService, new_request_id
 from tests.helpers.lifecycle import draft
 from tests.helpers.records import make_child
-from tests.helpers.servers import running_worker
+from tests.helpers.servers import TEST_ACTION_KEYS, running_worker
 
 pytestmark = pytest.mark.devserver
 
@@ -21,7 +21,9 @@ pytestmark = pytest.mark.devserver
 @pytest.fixture
 async def service(dev_env, pool, settings, task_queue):
     async with running_worker(dev_env.client, pool, settings, task_queue):
-        yield ShieldingService(dev_env.client, pool, task_queue=task_queue, max_document_bytes=1024)
+        yield ShieldingService(
+            dev_env.client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+        )
 
 
 async def test_intake_returns_only_once_the_directory_hides_the_address(service, pool, children):

@@ -1,8 +1,8 @@
 """The shielding lifecycle on the time-skipping server: every timer path, each side of each deadline.
 
 The time-skipping server supports neither updates nor visibility, so forms, decisions and unshields are
-sent here through the workflow's signals (the same handlers the updates use); the updates themselves are
-tested on the dev server in test_intake_devserver.py.
+sent here through the workflow's signals (the same handlers the updates use), signed as the service signs
+them; the updates themselves are tested on the dev server in test_intake_devserver.py.
 """
 
 from __future__ import annotations
@@ -27,26 +27,30 @@ from tests.helpers.lifecycle import (
     env_now,
     eventually,
     intake,
+    send_signed,
     shielded_uids,
     start,
     status,
     status_where,
 )
 from tests.helpers.records import make_child
-from tests.helpers.servers import running_worker
+from tests.helpers.servers import TEST_ACTION_KEYS, running_worker
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 MINUTE = timedelta(minutes=1)
 
 
-async def send_form(handle, pool, request_id):
+async def send_form(env, handle, pool, request_id):
     ids = await store.stage_documents(pool, request_id, [("form.pdf", b"%PDF-1.7 shielding form")])
-    await handle.signal(ShieldingRequestWorkflow.form_received, FormSubmission(document_ids=ids, actor="officer-2"))
+    submission = FormSubmission(document_ids=ids, actor="officer-2")
+    await send_signed(env.client, handle, ShieldingRequestWorkflow.form_received, submission)
     return ids
 
 
-async def approve(handle, actor="reviewer-1"):
-    await handle.signal(
+async def approve(env, handle, actor="reviewer-1"):
+    await send_signed(
+        env.client,
+        handle,
         ShieldingRequestWorkflow.review_decided,
         ReviewDecision(decision=ReviewDecisionKind.APPROVE, actor=actor),
     )
@@ -78,7 +82,7 @@ async def test_form_just_before_the_deadline_is_recorded_and_the_shield_stays(
         assert ack.form_due_at is not None
         await advance_to(time_env, ack.form_due_at, -MINUTE)
         assert (await status(handle)).stage in {Stage.AWAITING_FORM, Stage.REVIEW_DUE}
-        document_ids = await send_form(handle, pool, ack.request_id)
+        document_ids = await send_form(time_env, handle, pool, ack.request_id)
         st = await status_where(handle, lambda s: s.form_received_at is not None)
         # Past the deadline now: the form was in time, so nothing lapses.
         await advance_to(time_env, ack.form_due_at, MINUTE)
@@ -112,7 +116,9 @@ async def test_no_form_by_the_deadline_lapses_the_request(time_env, pool, settin
         assert "not received" in (st.closed_reason or "")
         result = await handle.result()
         # A form arriving after the deadline is refused with the reason, audited, and no document is kept.
-        service = ShieldingService(time_env.client, pool, task_queue=task_queue, max_document_bytes=1000)
+        service = ShieldingService(
+            time_env.client, pool, task_queue=task_queue, max_document_bytes=1000, action_keys=TEST_ACTION_KEYS
+        )
         late = tmp_path / "form.pdf"
         late.write_bytes(b"%PDF late form")
         with pytest.raises(Refusal, match="closed \\(lapsed\\)"):
@@ -132,7 +138,7 @@ async def test_seven_day_review_falls_due_then_approve_keeps_the_shield(time_env
     uids = [c.uid for c in children]
     async with running_worker(time_env.client, pool, settings, task_queue):
         handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
-        await send_form(handle, pool, ack.request_id)
+        await send_form(time_env, handle, pool, ack.request_id)
         await status_where(handle, lambda s: s.stage == Stage.SHIELDED)
         assert ack.review_7_day_at is not None
         await advance_to(time_env, ack.review_7_day_at, -MINUTE)
@@ -141,7 +147,7 @@ async def test_seven_day_review_falls_due_then_approve_keeps_the_shield(time_env
         await advance_to(time_env, ack.review_7_day_at, MINUTE)
         st = await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
         assert st.review_due_since == ack.review_7_day_at
-        await approve(handle)
+        await approve(time_env, handle)
         st = await status_where(handle, lambda s: s.stage == Stage.SHIELDED)
         assert st.next_review_kind == ReviewKind.SIX_MONTH and st.next_review_at == ack.review_6_month_at
         assert [(r.kind, r.decision) for r in st.reviews] == [(ReviewKind.SEVEN_DAY, ReviewDecisionKind.APPROVE)]
@@ -159,7 +165,9 @@ async def test_seven_day_review_unshield_lifts_the_shield(time_env, pool, settin
         assert ack.review_7_day_at is not None
         await advance_to(time_env, ack.review_7_day_at, MINUTE)
         await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
-        await handle.signal(
+        await send_signed(
+            time_env.client,
+            handle,
             ShieldingRequestWorkflow.review_decided,
             ReviewDecision(decision=ReviewDecisionKind.UNSHIELD, reason="Criteria not met", actor="reviewer-1"),
         )
@@ -173,7 +181,7 @@ async def test_overdue_review_sends_reminders_and_never_unshields(time_env, pool
     uids = [c.uid for c in children]
     async with running_worker(time_env.client, pool, settings, task_queue):
         handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
-        await send_form(handle, pool, ack.request_id)
+        await send_form(time_env, handle, pool, ack.request_id)
         await status_where(handle, lambda s: s.form_received_at is not None)
         assert ack.review_7_day_at is not None
         await advance_to(time_env, ack.review_7_day_at, MINUTE)
@@ -198,18 +206,18 @@ async def test_six_month_review_then_recurring_review_after_continue_as_new(
     uids = [c.uid for c in children]
     async with running_worker(time_env.client, pool, settings, task_queue):
         handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
-        await send_form(handle, pool, ack.request_id)
+        await send_form(time_env, handle, pool, ack.request_id)
         assert ack.review_7_day_at is not None and ack.review_6_month_at is not None
         await advance_to(time_env, ack.review_7_day_at, MINUTE)
         await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
-        await approve(handle)
+        await approve(time_env, handle)
         await status_where(handle, lambda s: s.stage == Stage.SHIELDED)
 
         await advance_to(time_env, ack.review_6_month_at, -MINUTE)
         assert (await status(handle)).stage == Stage.SHIELDED
         await advance_to(time_env, ack.review_6_month_at, MINUTE)
         await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE and s.next_review_kind == ReviewKind.SIX_MONTH)
-        await approve(handle)
+        await approve(time_env, handle)
 
         latest = time_env.client.get_workflow_handle(ack.request_id)
         # Wait for the fresh run by its history, not by queries: the time-skipping server can lose its
@@ -224,7 +232,7 @@ async def test_six_month_review_then_recurring_review_after_continue_as_new(
 
         await advance_to(time_env, twelve_months, MINUTE)
         await status_where(latest, lambda s: s.stage == Stage.REVIEW_DUE)
-        await approve(latest)
+        await approve(time_env, latest)
         eighteen_months = deadlines.review_6_month_at(await _shielded_at(latest), 3)
         await status_where(latest, lambda s: s.stage == Stage.SHIELDED and s.next_review_at == eighteen_months)
         assert await shielded_uids(pool, uids) == set(uids)
@@ -242,7 +250,9 @@ async def test_unshield_while_waiting_for_the_form(time_env, pool, settings, chi
     async with running_worker(time_env.client, pool, settings, task_queue):
         handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
         await time_env.sleep(timedelta(days=2))
-        await handle.signal(
+        await send_signed(
+            time_env.client,
+            handle,
             ShieldingRequestWorkflow.unshield_requested,
             UnshieldRequest(reason="Family moved abroad; risk ended", actor="reviewer-1"),
         )
@@ -345,11 +355,13 @@ async def test_a_form_arriving_while_an_unshield_runs_is_refused_not_recorded(
     uids = [c.uid for c in children]
     async with running_worker(time_env.client, pool, settings, task_queue):
         handle, ack = await start(time_env.client, task_queue, intake(uids, await env_now(time_env)))
-        await handle.signal(
+        await send_signed(
+            time_env.client,
+            handle,
             ShieldingRequestWorkflow.unshield_requested,
             UnshieldRequest(reason="Family moved abroad", actor="reviewer-1"),
         )
-        late_ids = await send_form(handle, pool, ack.request_id)
+        late_ids = await send_form(time_env, handle, pool, ack.request_id)
         result = await handle.result()
     assert result.stage == Stage.UNSHIELDED
     audit = await actions(pool, ack.request_id)

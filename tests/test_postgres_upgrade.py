@@ -22,7 +22,7 @@ from shielding.temporal import data_converter, dev_server_extra_args
 from starter import ShieldingService
 from tests.helpers.lifecycle import draft
 from tests.helpers.records import make_child
-from tests.helpers.servers import TEST_KEYS, running_worker, temporal_binary
+from tests.helpers.servers import TEST_ACTION_KEYS, TEST_KEYS, running_worker, temporal_binary
 
 LAST_PG16_MIGRATION = "0004_search_children_plpgsql"
 SEARCH_EXTENSIONS = {"pg_trgm", "fuzzystrmatch", "btree_gin", "unaccent"}
@@ -195,6 +195,7 @@ async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
         Settings(
             data_dir=tmp_path,
             encryption_keys=TEST_KEYS,
+            action_keys=TEST_ACTION_KEYS,
             task_queue="unused",
         ),
     )
@@ -217,7 +218,9 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
             async with store.pool_for(url, max_size=4) as pool:
                 await store.import_children(pool, [child], actor="test-import")
                 async with running_worker(env.client, pool, settings, task_queue):
-                    service = ShieldingService(env.client, pool, task_queue=task_queue, max_document_bytes=1024)
+                    service = ShieldingService(
+                        env.client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+                    )
                     ack = await service.submit_request(draft([child.uid]), actor="officer-a")
                     assert ack.stage == Stage.AWAITING_FORM
                     assert (await service.status(ack.request_id)).stage == Stage.AWAITING_FORM
@@ -254,7 +257,9 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
                 assert (await store.verify_chain(pool)).intact
                 # (b) the lifecycle resumes: its status answers, and the form it sleeps for is accepted.
                 async with running_worker(env.client, pool, settings, task_queue):
-                    service = ShieldingService(env.client, pool, task_queue=task_queue, max_document_bytes=1024)
+                    service = ShieldingService(
+                        env.client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+                    )
                     assert (await service.status(ack.request_id)).stage == Stage.AWAITING_FORM
                     form = tmp_path / "form.pdf"
                     form.write_bytes(b"%PDF-1.7 the completed shielding request form")

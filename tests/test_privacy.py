@@ -72,7 +72,7 @@ from shielding.settings import ConfigurationError, Settings
 from shielding.steps import LiftShield, ShieldChildren
 from shielding.store import verify_chain
 from shielding.temporal import SEARCH_ATTRIBUTES, data_converter
-from tests.helpers.lifecycle import advance_to, env_now, intake, start, status_where
+from tests.helpers.lifecycle import advance_to, env_now, intake, send_signed, signed, start, status_where
 from tests.helpers.people import grant
 from tests.helpers.records import make_child
 from tests.helpers.servers import running_worker
@@ -267,18 +267,25 @@ async def full_lifecycle(env: Any, pool: asyncpg.Pool, task_queue: str, uid: str
     document_ids = await store.stage_documents(
         pool, ack.request_id, [(canaries.document_name, canaries.document_text.encode())]
     )
-    await handle.signal(
-        ShieldingRequestWorkflow.form_received, FormSubmission(document_ids=document_ids, actor="officer-2")
+    await send_signed(
+        env.client,
+        handle,
+        ShieldingRequestWorkflow.form_received,
+        FormSubmission(document_ids=document_ids, actor="officer-2"),
     )
     await status_where(handle, lambda s: s.form_received_at is not None)
     await advance_to(env, ack.review_7_day_at, MINUTE)
     await status_where(handle, lambda s: s.stage == Stage.REVIEW_DUE)
-    await handle.signal(
+    await send_signed(
+        env.client,
+        handle,
         ShieldingRequestWorkflow.review_decided,
         ReviewDecision(decision=ReviewDecisionKind.APPROVE, reason=canaries.approval_reason, actor="reviewer-1"),
     )
     await status_where(handle, lambda s: s.stage == Stage.SHIELDED and len(s.reviews) == 1)
-    await handle.signal(
+    await send_signed(
+        env.client,
+        handle,
         ShieldingRequestWorkflow.unshield_requested,
         UnshieldRequest(reason=canaries.unshield_reason, actor="reviewer-1"),
     )
@@ -498,17 +505,21 @@ async def test_refused_form_update_failure_is_encoded_in_history(dev_env, pool, 
         first = await store.stage_documents(
             pool, request.request_id, [(canaries.document_name, canaries.document_text.encode())]
         )
+        client = dev_env.client
         accepted = await handle.execute_update(
-            ShieldingRequestWorkflow.receive_form, FormSubmission(document_ids=first, actor="officer-2")
+            ShieldingRequestWorkflow.receive_form,
+            await signed(client, handle.id, FormSubmission(document_ids=first, actor="officer-2")),
         )
         assert accepted.accepted
         second = await store.stage_documents(pool, request.request_id, [("again.pdf", b"%PDF again")])
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(
-                ShieldingRequestWorkflow.receive_form, FormSubmission(document_ids=second, actor="officer-2")
+                ShieldingRequestWorkflow.receive_form,
+                await signed(client, handle.id, FormSubmission(document_ids=second, actor="officer-2")),
             )
         await handle.execute_update(
-            ShieldingRequestWorkflow.unshield, UnshieldRequest(reason=canaries.unshield_reason, actor="reviewer-1")
+            ShieldingRequestWorkflow.unshield,
+            await signed(client, handle.id, UnshieldRequest(reason=canaries.unshield_reason, actor="reviewer-1")),
         )
         assert (await handle.result()).stage == Stage.UNSHIELDED
     # The client holding the keys reads the real refusal...

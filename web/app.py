@@ -9,30 +9,38 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from shielding import store
+from shielding.action_auth import action_keys_from_settings
 from shielding.settings import Settings
 from shielding.temporal import connect
 from starter import ShieldingService
 from starter.identity import IdentityService
 from web.deps import Parts
-from web.errors import install_error_handlers
-from web.routes import audit, auth, directory, health, requests, users
+from web.errors import SECURITY_HEADERS, install_error_handlers
+from web.oidc import oidc_client
+from web.pages import install_pages
+from web.routes import audit, auth, directory, health, oidc, requests, users
+from web.schemas import Problem
 
-SECURITY_HEADERS = {
-    # Shielded details must never sit in a browser or proxy cache.
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+# What every route may answer besides success: one sentence (`web.errors`), declared so the OpenAPI document
+# says what the service really sends (FastAPI's default 422 body is a list; ours is a sentence).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": description}
+    for code, description in (
+        (401, "Not signed in, the session ended, or sign-in failed"),
+        (403, "Not allowed for this person's roles (audited)"),
+        (422, "Refused: what was wrong, in words"),
+        (503, "The database or the workflow service is unavailable"),
+    )
 }
 
 
 async def build_parts(settings: Settings) -> Parts:
+    oidc_parts = oidc_client(settings)  # first: a misconfiguration stops the start before anything connects
     pool = await store.create_pool(settings.resolved_database_url(), max_size=10)
     client = await connect(settings)
     service = ShieldingService(
@@ -41,9 +49,10 @@ async def build_parts(settings: Settings) -> Parts:
         task_queue=settings.task_queue,
         max_document_bytes=settings.max_document_bytes,
         intake_timeout=settings.intake_timeout_seconds,
+        action_keys=action_keys_from_settings(settings),
     )
     identity = IdentityService(pool, idle_timeout=timedelta(minutes=settings.session_idle_minutes))
-    return Parts(settings=settings, pool=pool, client=client, service=service, identity=identity)
+    return Parts(settings=settings, pool=pool, client=client, service=service, identity=identity, oidc=oidc_parts)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,5 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     for module in (auth, requests, directory, audit, users, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=PROBLEM_RESPONSES)
+    app.include_router(oidc.router, responses=PROBLEM_RESPONSES)
+    install_pages(app)
     return app

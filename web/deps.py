@@ -14,10 +14,12 @@ import asyncpg
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from shielding import access
+from shielding import access, store
+from shielding.domain import AuditAction
 from shielding.settings import Settings
 from starter import ShieldingService
 from starter.identity import IdentityService, NotSignedIn, Session
+from web.oidc import OidcClient
 
 SESSION_COOKIE = "shielding_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -34,10 +36,25 @@ class Parts:
     client: Client
     service: ShieldingService
     identity: IdentityService
+    # Single sign-on's provider client; None when it is not set up.
+    oidc: OidcClient | None = None
 
 
 class CsrfRefused(access.AccessDenied):
     """A state-changing request on a cookie session without its CSRF token."""
+
+
+async def audit_csrf_refusal(pool: asyncpg.Pool, name: str, path: str) -> None:
+    """A state-changing request on someone's session without its token: a forged cross-site post, perhaps."""
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append_audit(
+            conn,
+            action=AuditAction.UNAUTHORISED,
+            actor=name,
+            request_id=None,
+            reason="refused: a state-changing request without its CSRF token",
+            details={"attempted": "csrf", "path": path[:200]},
+        )
 
 
 def parts(request: Request) -> Parts:
@@ -75,6 +92,7 @@ async def current_session(request: Request, p: PartsDep) -> Session:
     if request.method not in SAFE_METHODS:
         presented = await _csrf_presented(request)
         if not secrets.compare_digest(presented.encode(), session.csrf_token.encode()):
+            await audit_csrf_refusal(p.pool, session.name, request.url.path)
             raise CsrfRefused("This form could not be checked (its security token is missing or out of date).")
     return session
 

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError
 
-from shielding.access import AccessDenied
+from shielding.access import AccessDenied, InvalidChange
 from shielding.importer import ImportRefused
 from shielding.log import get_logger
 from shielding.settings import ConfigurationError
@@ -16,6 +16,19 @@ from starter import IntakeTimeout, Refusal
 from starter.identity import NotSignedIn, SignInFailed
 
 log = get_logger(__name__)
+
+
+NUL_REFUSAL = "The request contains a character that is not allowed (a NUL character); nothing was changed."
+# Every answer carries these, errors included (a 500 is answered outside the app's middleware).
+SECURITY_HEADERS = {
+    # Shielded details must never sit in a browser or proxy cache.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
 
 
 class NeedsFreshSignIn(Exception):
@@ -48,6 +61,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImportRefused)
     async def import_refused(_: Request, err: ImportRefused) -> JSONResponse:
         return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err))
+
+    @app.exception_handler(InvalidChange)
+    async def invalid_change(_: Request, err: InvalidChange) -> JSONResponse:
+        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err))
+
+    @app.exception_handler(asyncpg.CharacterNotInRepertoireError)
+    async def unstorable(_: Request, err: Exception) -> JSONResponse:
+        # PostgreSQL text cannot hold a NUL character: nothing was stored or changed.
+        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, NUL_REFUSAL)
 
     @app.exception_handler(AccessDenied)
     async def denied(_: Request, err: AccessDenied) -> JSONResponse:
@@ -91,5 +113,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("request failed", path=request.url.path, error=type(err).__name__)
         return _answer(
             status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"Unexpected failure ({type(err).__name__}); nothing further was changed. Try again, or ask operations.",
+            "Unexpected failure; nothing further was changed. Try again, or ask operations.",
+            SECURITY_HEADERS,  # answered outside the app's header middleware
         )

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from shielding.domain import MAX_TEXT, ShortText, no_control_chars
+
+# A reason as the domain stores it (no control characters, at most MAX_TEXT); empty is let through so each
+# route can say in its own words that a reason is needed.
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT), AfterValidator(no_control_chars)]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Problem(BaseModel):
+    """Every refusal and failure: one sentence for the person at the keyboard."""
+
+    detail: str
+
+
 class SignIn(Body):
-    name: str = Field(max_length=200)
+    name: ShortText
     password: str = Field(max_length=1000)
 
 
@@ -48,21 +60,21 @@ class Intake(Body):
 
 class Review(Body):
     decision: Literal["approve", "unshield"]
-    reason: str | None = Field(default=None, max_length=5000)
+    reason: Reason | None = None
 
 
 class Unshield(Body):
-    reason: str = Field(max_length=5000)
+    reason: Reason
 
 
 class Override(Body):
-    reason: str = Field(max_length=5000)
+    reason: Reason
     # Local accounts prove who they are again with their password; single sign-on accounts sign in again.
     password: str | None = Field(default=None, max_length=1000)
 
 
 class NewUser(Body):
-    name: str = Field(max_length=64)
+    name: ShortText
     role: str = Field(max_length=40)
     password: str | None = Field(default=None, max_length=1000)
     oidc_subject: str | None = Field(default=None, max_length=255)

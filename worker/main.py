@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.shielding import ShieldingActivities
 from shielding import store
+from shielding.action_auth import action_keys_from_settings, configure_action_keys
 from shielding.log import configure_logging, get_logger
 from shielding.settings import Settings, get_settings
 from shielding.temporal import connect
@@ -31,6 +32,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object) -> Worker:
+    # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
+    # Raises ConfigurationError, before anything runs, when production has none.
+    configure_action_keys(action_keys_from_settings(settings))
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": [ShieldingRequestWorkflow],

@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
     )
     from activities.shielding import ShieldingActivities
-    from shielding import deadlines, messages
+    from shielding import action_auth, deadlines, messages
+    from shielding.action_auth import SignedAction
     from shielding.domain import (
         AuditAction,
         ChildOutcome,
@@ -61,6 +62,15 @@ with workflow.unsafe.imports_passed_through():
 FORM_RECEIPT_PATCH = "form-receipt-to-requestor"
 # Version 3 shields at intake in a local activity (one server round trip fewer while the caller waits).
 LOCAL_SHIELD_PATCH = "shield-in-local-activity"
+# Version 4 ignores a signal the service did not sign. An unsigned signal replayed from a history recorded before
+# it was acted on, so it still is: workflow.patched tells the two apart. Each unsigned signal of a run asks under
+# its own patch id (the first few; the rest share the last), so one old signal replayed with "not patched" does
+# not decide for the forged ones that come after it; the cap bounds the markers (and TemporalChangeVersion).
+SIGNED_SIGNALS_PATCH = "signed-signals"
+UNSIGNED_SIGNAL_PATCHES = 8
+UNAUTHENTICATED = "Unauthenticated"
+# What staff send a lifecycle; each carries the actor and the service's signature.
+StaffAction = FormSubmission | ReviewDecision | UnshieldRequest
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Retry for as long as it takes: a shield or unshield must not be abandoned because the database blinked.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
@@ -85,6 +95,7 @@ class ShieldingRequestWorkflow:
         self._form_arriving = False
         self._continue_as_new = False
         self._last_message: str | None = None
+        self._unsigned_signals = 0
 
     # ------------------------------------------------------------------------------------------ main loop
 
@@ -261,6 +272,53 @@ class ShieldingRequestWorkflow:
         ]
         workflow.upsert_search_attributes(updates)
 
+    # ------------------------------------------------------------------------------------ authentication
+
+    def _action_refusal(self, action: SignedAction, argument: StaffAction) -> str | None:
+        info = workflow.info()
+        return action_auth.verify_action(
+            argument.signature,
+            namespace=info.namespace,
+            workflow_id=info.workflow_id,
+            action=action,
+            argument=argument,
+            actor=argument.actor,
+            now=workflow.now(),
+            seen_nonces=self._state.accepted_nonces,
+        )
+
+    def _authenticate_update(self, action: SignedAction, argument: StaffAction) -> None:
+        """For a validator: refuse what the service did not sign (a rejected update leaves nothing in history)."""
+        refusal = self._action_refusal(action, argument)
+        if refusal is not None:
+            raise ApplicationError(refusal, type=UNAUTHENTICATED, non_retryable=True)
+
+    def _spend_nonce(self, argument: StaffAction) -> None:
+        """First in an update's handler, before any await: the validator of a second copy already sees it."""
+        if argument.signature is not None:
+            self._state.remember_nonce(argument.signature.nonce)
+
+    def _authentic_signal(self, signal: str, action: SignedAction, argument: StaffAction) -> bool:
+        """Whether to act on a signal: signed by the service, or an unsigned one recorded before version 4."""
+        if argument.signature is None:
+            index = min(self._unsigned_signals, UNSIGNED_SIGNAL_PATCHES)
+            self._unsigned_signals += 1
+            if not workflow.patched(f"{SIGNED_SIGNALS_PATCH}-{index}"):
+                return True
+        refusal = self._action_refusal(action, argument)
+        if refusal is not None:
+            # A signal cannot be rejected, only ignored: it stays in history and changes nothing.
+            request_id = self._state.request_id
+            workflow.logger.warning(
+                "signal %s ignored on request %s: it failed authentication",
+                signal,
+                request_id,
+                extra={"request_id": request_id},
+            )
+            return False
+        self._spend_nonce(argument)
+        return True
+
     # ------------------------------------------------------------------------------------------- intake
 
     @workflow.update
@@ -333,20 +391,27 @@ class ShieldingRequestWorkflow:
 
     @workflow.update
     async def receive_form(self, submission: FormSubmission) -> FormOutcome:
+        self._spend_nonce(submission)
         outcome = await self._receive_form(submission)
         if not outcome.accepted:
             raise ApplicationError(outcome.message, type="FormRefused", non_retryable=True)
         return outcome
 
+    @receive_form.validator
+    def _validate_form(self, submission: FormSubmission) -> None:
+        self._authenticate_update(SignedAction.RECEIVE_FORM, submission)
+
     @workflow.signal
     async def form_received(self, submission: FormSubmission) -> None:
         """The same as the update, for senders that cannot wait (a document scanning system)."""
-        await self._receive_form(submission)
+        if self._authentic_signal("form_received", SignedAction.RECEIVE_FORM, submission):
+            await self._receive_form(submission)
 
     # ------------------------------------------------------------------------------------------ reviews
 
     @workflow.update
     async def decide_review(self, decision: ReviewDecision) -> ReviewOutcome:
+        self._spend_nonce(decision)
         outcome = await self._decide_review(decision)
         if not outcome.accepted:
             raise ApplicationError(outcome.message, type="ReviewRefused", non_retryable=True)
@@ -354,13 +419,15 @@ class ShieldingRequestWorkflow:
 
     @decide_review.validator
     def _validate_review(self, decision: ReviewDecision) -> None:
+        self._authenticate_update(SignedAction.DECIDE_REVIEW, decision)
         refusal = self._state.review_refusal(decision)
         if refusal is not None:
             raise ApplicationError(refusal, type="ReviewRefused", non_retryable=True)
 
     @workflow.signal
     async def review_decided(self, decision: ReviewDecision) -> None:
-        await self._decide_review(decision)
+        if self._authentic_signal("review_decided", SignedAction.DECIDE_REVIEW, decision):
+            await self._decide_review(decision)
 
     async def _decide_review(self, decision: ReviewDecision) -> ReviewOutcome:
         async with self._lock:
@@ -413,6 +480,7 @@ class ShieldingRequestWorkflow:
 
     @workflow.update
     async def unshield(self, request: UnshieldRequest) -> UnshieldOutcome:
+        self._spend_nonce(request)
         outcome = await self._unshield(request)
         if not outcome.accepted:
             raise ApplicationError(outcome.message, type="UnshieldRefused", non_retryable=True)
@@ -420,13 +488,15 @@ class ShieldingRequestWorkflow:
 
     @unshield.validator
     def _validate_unshield(self, request: UnshieldRequest) -> None:
+        self._authenticate_update(SignedAction.UNSHIELD, request)
         refusal = self._state.unshield_refusal()
         if refusal is not None:
             raise ApplicationError(refusal, type="UnshieldRefused", non_retryable=True)
 
     @workflow.signal
     async def unshield_requested(self, request: UnshieldRequest) -> None:
-        await self._unshield(request)
+        if self._authentic_signal("unshield_requested", SignedAction.UNSHIELD, request):
+            await self._unshield(request)
 
     async def _unshield(self, request: UnshieldRequest) -> UnshieldOutcome:
         async with self._lock:

@@ -15,6 +15,9 @@ from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChi
 from shielding.store.audit import append_audit, notify_requestor, notify_reviewers
 from shielding.store.db import once
 
+# The actor of the audit entry refusing an intake the service did not sign: whoever sent it is unknown.
+UNAUTHENTICATED_ACTOR = "unauthenticated"
+
 
 async def shield_request(pool: asyncpg.Pool, command: ShieldChildren, operation_key: str) -> ShieldResult:
     """Shield every named child not shielded yet, in one transaction; the caller is told only after commit."""
@@ -49,6 +52,31 @@ async def shield_request(pool: asyncpg.Pool, command: ShieldChildren, operation_
         return ShieldResult(stage=Stage.AWAITING_FORM, shielded_at=shielded_at, children=outcomes)
 
     return await once(pool, operation_key, ShieldResult, operation)
+
+
+async def refuse_unauthenticated(
+    pool: asyncpg.Pool, command: ShieldChildren, operation_key: str, reason: str
+) -> ShieldResult:
+    """Refuse an intake the service did not sign: nothing is shielded and no request is recorded, only the refusal.
+
+    The claimed actor is kept in the details, never as the entry's actor. Its own operation key, so a forged
+    start can neither read nor take the place of the result of a genuine intake under the same request id.
+    """
+
+    async def operation(conn: asyncpg.Connection) -> ShieldResult:
+        request = command.request
+        at: datetime = await conn.fetchval("SELECT now()")
+        await append_audit(
+            conn,
+            action=AuditAction.REFUSED,
+            actor=UNAUTHENTICATED_ACTOR,
+            request_id=request.request_id,
+            reason=reason,
+            details={"claimed_actor": request.actor, "children": list(dict.fromkeys(request.children))},
+        )
+        return ShieldResult(stage=Stage.REFUSED, shielded_at=at, children=[], message=reason)
+
+    return await once(pool, f"{operation_key}:unauthenticated", ShieldResult, operation)
 
 
 async def _insert_request(conn: asyncpg.Connection, request: ShieldingRequestInput, uids: list[str]) -> None:

@@ -1,7 +1,9 @@
 """A real `shielding dev` stack as a subprocess, and a runner for `shielding` commands against it.
 
-Each stack gets its own data dir and free, non-default ports, so it never clashes with another stack,
-a developer's own `shielding dev` or another test run on the same machine.
+Each stack gets its own data dir and free, non-default ports (Temporal, its UI, the web service), so it never
+clashes with another stack, a developer's own `shielding dev` or another test run on the same machine.
+Commands act as a person only through a signed-in session: `stack.run(..., as_user="ivy")` signs ivy in once
+(`shielding login ivy --password-stdin`) into a credentials file of her own, and passes it to every command.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,11 +37,25 @@ _FOREIGN_SETTINGS = (
     "SHIELDING_DEBUG",
     "SHIELDING_TASK_QUEUE",
     "SHIELDING_ENCRYPTION_KEYS",
+    "SHIELDING_ACTION_KEYS",
+    "SHIELDING_SESSION_SECRET",
+    "SHIELDING_OIDC_ISSUER",
     "SHIELDING_ENVIRONMENT",
     "SHIELDING_LOG_LEVEL",
     "SHIELDING_DEV_TEMPORAL_PORT",
     "SHIELDING_DEV_UI_PORT",
+    "SHIELDING_DEV_WEB_PORT",
+    "SHIELDING_WEB_PORT",
+    "SHIELDING_API_URL",
+    "SHIELDING_CREDENTIALS",
+    "SHIELDING_SESSION_IDLE_MINUTES",
 )
+PASSWORD_SUFFIX = "-correct-horse-battery"
+
+
+def password_for(name: str) -> str:
+    """Every test account's password (local accounts need at least 12 characters)."""
+    return f"{name}{PASSWORD_SUFFIX}"
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -69,14 +86,26 @@ class Result:
             raise AssertionError(f"stdout is not one JSON document ({err})\n{self}") from None
 
 
+def no_session(data_dir: Path) -> Path:
+    """A credentials file that is never written: a command run with it is signed in as nobody."""
+    return data_dir.with_name(f"{data_dir.name}.no-session") / "credentials.json"
+
+
 def run_cli(
-    data_dir: Path, *args: str, actor: str | None = None, timeout: float = COMMAND_TIMEOUT, **env: str
+    data_dir: Path,
+    *args: str,
+    credentials: Path | None = None,
+    input: str | None = None,
+    timeout: float = COMMAND_TIMEOUT,
+    **env: str,
 ) -> Result:
-    extra = {"SHIELDING_ACTOR": actor} if actor else {}
+    """`shielding ARGS` as its own process; never with the developer's own saved session."""
+    extra = {"SHIELDING_CREDENTIALS": str(credentials or no_session(data_dir))}
     completed = subprocess.run(
         [SHIELDING, *args],
-        env=base_env(data_dir, **extra, **env),
-        stdin=subprocess.DEVNULL,
+        env=base_env(data_dir, **{**extra, **env}),
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -89,9 +118,10 @@ class DevStack:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.temporal_port, self.ui_port = free_ports(2)
+        self.temporal_port, self.ui_port, self.web_port = free_ports(3)
         self.process: subprocess.Popen[bytes] | None = None
         self._runs = 0
+        self.credentials_dir = data_dir.with_name(f"{data_dir.name}.credentials")
 
     @property
     def stdout_path(self) -> Path:
@@ -125,7 +155,9 @@ class DevStack:
             self._terminate()
             if not port_taken or attempt == 2:
                 raise AssertionError(f"`shielding dev` did not become ready\n{self.describe()}")
-            self.temporal_port, self.ui_port = free_ports(2)
+            self.temporal_port, self.ui_port, self.web_port = free_ports(3)
+            # Sessions are kept for the service's address: on a new port everyone signs in again.
+            shutil.rmtree(self.credentials_dir, ignore_errors=True)
 
     def _launch(self) -> None:
         assert self.process is None or self.process.poll() is not None
@@ -134,6 +166,7 @@ class DevStack:
             self.data_dir,
             SHIELDING_DEV_TEMPORAL_PORT=str(self.temporal_port),
             SHIELDING_DEV_UI_PORT=str(self.ui_port),
+            SHIELDING_DEV_WEB_PORT=str(self.web_port),
         )
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
@@ -198,5 +231,49 @@ class DevStack:
         if self.process is not None and self.process.poll() is None:
             self._terminate()
 
-    def run(self, *args: str, actor: str | None = None, timeout: float = COMMAND_TIMEOUT, **env: str) -> Result:
-        return run_cli(self.data_dir, *args, actor=actor, timeout=timeout, **env)
+    # ------------------------------------------------------------------------------------ what it wrote
+
+    def stack_file(self) -> dict[str, Any]:
+        return json.loads((self.data_dir / "stack.json").read_text())  # type: ignore[no-any-return]
+
+    @property
+    def web_url(self) -> str:
+        return str(self.stack_file()["web_url"])
+
+    @property
+    def database_url(self) -> str:
+        """The service's own database login (never the superuser)."""
+        return str(self.stack_file()["database_url"])
+
+    # ------------------------------------------------------------------------------------ people, commands
+
+    def credentials(self, user: str) -> Path:
+        """The credentials file of `user` (written by their `shielding login`)."""
+        return self.credentials_dir / user / "credentials.json"
+
+    def login(self, user: str, *, password: str | None = None, credentials: Path | None = None) -> Result:
+        return run_cli(
+            self.data_dir,
+            "login",
+            user,
+            "--password-stdin",
+            credentials=credentials or self.credentials(user),
+            input=(password if password is not None else password_for(user)) + "\n",
+        )
+
+    def run(
+        self,
+        *args: str,
+        as_user: str | None = None,
+        input: str | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+        **env: str,
+    ) -> Result:
+        """`shielding ARGS`, signed in as `as_user` (signing them in first if they have no session yet)."""
+        credentials = None
+        if as_user is not None:
+            credentials = self.credentials(as_user)
+            if not credentials.exists():
+                signed_in = self.login(as_user)
+                assert signed_in.returncode == 0, f"{as_user} could not sign in\n{signed_in}"
+        return run_cli(self.data_dir, *args, credentials=credentials, input=input, timeout=timeout, **env)

@@ -1,30 +1,45 @@
-"""Shared steps for lifecycle tests: drafts and inputs, starting a request, polling, skipping time, the audit."""
+"""Shared steps for lifecycle tests: drafts and inputs, starting a request, signed actions, polling, skipping time,
+the audit."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from google.protobuf.empty_pb2 import Empty
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from shielding import action_auth
+from shielding.action_auth import ActionKeys, Signable, SignedAction
 from shielding.domain import (
     Criterion,
+    FormSubmission,
     IntakeAcknowledgement,
     Requestor,
     RequestorType,
     RequestStatus,
+    ReviewDecision,
     ShieldingRequestInput,
     Stage,
     StatusQuery,
+    UnshieldRequest,
 )
 from shielding.lifecycle import ShieldingLifecycleInput
 from starter import IntakeDraft, new_request_id
+from tests.helpers.servers import TEST_ACTION_KEYS
 from workflows.shielding_request import ShieldingRequestWorkflow
+
+ACTIONS: dict[type, SignedAction] = {
+    ShieldingRequestInput: SignedAction.INTAKE,
+    FormSubmission: SignedAction.RECEIVE_FORM,
+    ReviewDecision: SignedAction.DECIDE_REVIEW,
+    UnshieldRequest: SignedAction.UNSHIELD,
+}
 
 REQUESTOR = Requestor(
     type=RequestorType.PROFESSIONAL,
@@ -63,9 +78,50 @@ def intake(uids: list[str], called_at: datetime, **overrides: Any) -> ShieldingR
     return ShieldingRequestInput(**fields)
 
 
+async def server_now(client: Client) -> datetime:
+    """The Temporal server's clock: the time-skipping server's own (it skips ahead), else this machine's."""
+    try:
+        answer = await client.test_service.get_current_time(Empty())
+    except RPCError:  # the dev server has no test service
+        return datetime.now(UTC)
+    return answer.time.ToDatetime().replace(tzinfo=UTC)
+
+
+async def signed(
+    client: Client,
+    workflow_id: str,
+    argument: Signable,
+    *,
+    keys: str = TEST_ACTION_KEYS,
+    action: str | None = None,
+    at: datetime | None = None,
+) -> Signable:
+    """`argument` signed as `ShieldingService` signs it; by default at the server's clock, which a workflow
+    checks a staff action against (the time-skipping server's runs ahead of this machine's)."""
+    return action_auth.signed(
+        argument,
+        ActionKeys.from_spec(keys),
+        namespace=client.namespace,
+        workflow_id=workflow_id,
+        action=action or ACTIONS[type(argument)],
+        issued_at=at or await server_now(client),
+    )
+
+
+async def send_signed(
+    client: Client, handle: WorkflowHandle[Any, Any], signal: Any, argument: Signable, *, keys: str = TEST_ACTION_KEYS
+) -> None:
+    """A staff action through its signal twin (the time-skipping server has no updates), signed by "the service"."""
+    await handle.signal(signal, await signed(client, handle.id, argument, keys=keys))
+
+
 async def start(
-    client: Client, task_queue: str, request: ShieldingRequestInput
+    client: Client, task_queue: str, request: ShieldingRequestInput, *, keys: str | None = TEST_ACTION_KEYS
 ) -> tuple[WorkflowHandle[Any, Any], IntakeAcknowledgement]:
+    """Start a lifecycle as the service's intake would (signed with `keys`; None sends it unsigned)."""
+    if keys is not None:
+        # The intake activity checks its signature against the worker's clock, not the workflow's.
+        request = await signed(client, request.request_id, request, keys=keys, at=datetime.now(UTC))
     handle = await client.start_workflow(
         ShieldingRequestWorkflow.run,
         ShieldingLifecycleInput(request=request),

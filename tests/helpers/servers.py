@@ -1,4 +1,4 @@
-"""Real servers and workers for tests: the binaries on PATH, a worker on a task queue, the test encryption key."""
+"""Real servers and workers for tests: the binaries on PATH, a worker on a task queue, the test keys."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.shielding import ShieldingActivities
+from shielding.action_auth import generate_action_key_spec
 from shielding.codec import generate_key_spec
 from shielding.settings import Settings
 from worker.main import build_worker
 
 TEST_KEYS = generate_key_spec("test-key-1")
+# The action keys the test service signs with and the test workers verify with (the `settings` fixture's).
+TEST_ACTION_KEYS = generate_action_key_spec("test-action-key-1")
 
 
 def temporal_binary(name: str) -> str:
@@ -24,7 +27,8 @@ def temporal_binary(name: str) -> str:
 
 
 def running_worker(client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str, **kw: object) -> Worker:
-    """The production worker (workflows, activities, sandbox settings) on a test's own task queue."""
+    """The production worker (workflows, activities, sandbox settings) on a test's own task queue; like the
+    production worker, it verifies staff actions with the action keys of `settings` (build_worker sets them)."""
     return build_worker(
         client,
         ShieldingActivities(pool),

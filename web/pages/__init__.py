@@ -1,0 +1,28 @@
+"""The staff pages: server-rendered GOV.UK Design System pages beside the JSON API, on the same sessions.
+
+`install_pages(app)` (called by `web.app.create_app`) mounts the static assets and includes every page router.
+Adding a page:
+
+1. a module here with `router = page_router()` (`web.pages.routing`: failures become pages), its handlers taking
+   `may("action")` or `PageSessionDep` (`web.pages.session`) and answering with `render(request, "x.html", ...)`
+   or `redirect(...)` (`web.pages.rendering`); a form's problems as `web.pages.forms.Problems`;
+2. a template in `web/templates/` that `{% extends "layout.html" %}` and fills `title` and `content`
+   (forms: `method="post" novalidate` and the hidden `csrf_token`);
+3. the module in `PAGE_ROUTERS` below, and its task's path in `web.pages.tasks` if the start page links to it;
+4. a browser test (`tests/helpers/browser.py`: axe on every page, a screenshot of each new page).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from web.pages import sign_in, start
+from web.pages.static import mount_assets
+
+PAGE_ROUTERS = (sign_in.router, start.router)
+
+
+def install_pages(app: FastAPI) -> None:
+    mount_assets(app)
+    for router in PAGE_ROUTERS:
+        app.include_router(router)
