@@ -47,10 +47,10 @@ from web.oidc import (
     IdTokenRefused,
     OidcClient,
     VerifiedIdentity,
-    apply_group_roles,
     oidc_client,
     parse_group_roles,
 )
+from web.oidc_accounts import apply_group_roles
 from web.routes.oidc import STATE_COOKIE, STATE_COOKIE_PATH
 
 pytestmark = pytest.mark.devserver

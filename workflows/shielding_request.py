@@ -4,6 +4,9 @@ The record is shielded first, before the intake update returns. Then the workflo
 three things at once: the written form (or its deadline), the next review, and an unshield at any time.
 Silence never unshields: an overdue review only sends reminders. The rules (what is due, what is refused)
 are methods of `LifecycleState`; the words are in `shielding.messages`; this module orchestrates.
+
+The module is longer than our others because a workflow's handlers, validators and the lock they share must be
+methods of the one class; each handler is short and the rules live elsewhere.
 """
 
 from __future__ import annotations

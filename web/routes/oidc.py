@@ -37,10 +37,8 @@ from web.oidc import (
     ProviderUnavailable,
     SignInStateRefused,
     VerifiedIdentity,
-    audit_sign_in,
-    linked_account,
-    sign_in,
 )
+from web.oidc_accounts import audit_sign_in, linked_account, sign_in
 from web.routes.auth import set_session_cookie, signed_in
 from web.schemas import DevicePoll, DeviceStart, SignedIn
 
