@@ -33,8 +33,9 @@ from bench.lifecycles import open_lifecycles
 from bench.report import render
 from bench.simulate import simulated_lifecycle
 from bench.stack import Stack, binary, configure_client_logging
+from bench.web_intake import web_intake
 
-PHASES = ("directory", "time_to_shield", "throughput", "lifecycles", "simulate")
+PHASES = ("directory", "time_to_shield", "throughput", "web_intake", "lifecycles", "simulate")
 SHIELD_QUEUE = "bench-shield"
 FLOOR_QUEUE = "bench-floor"
 LIFECYCLE_QUEUE = "bench-lifecycles"
@@ -54,6 +55,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "throughput_batches": 4,
         "lifecycles": 2_000,
         "breakdown": 30,
+        "web_intake": (300, 5),  # (requests per kind, batch size), one in flight
     },
     "full": {
         "directory_rows": 1_000_000,
@@ -67,6 +69,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "throughput_batches": 4,
         "lifecycles": 10_000,
         "breakdown": 50,
+        "web_intake": (1_000, 5),
     },
 }
 
@@ -121,7 +124,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     progress(f"temp dir {stack.root}")
     configure_client_logging(stack.root / "bench-client.log")
 
-    temporal_phases = {"time_to_shield", "throughput", "lifecycles"} & set(phases)
+    temporal_phases = {"time_to_shield", "throughput", "web_intake", "lifecycles"} & set(phases)
     tuned = stack.start_temporal("temporal-tuned", tuned=True) if temporal_phases else None
     untuned = stack.start_temporal("temporal-untuned", tuned=False) if "time_to_shield" in phases else None
     database_url = stack.start_postgres()
@@ -169,7 +172,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                 action_keys=action_keys,
             )
             rig = Rig(service=service, client=client, floor_task_queue=FLOOR_QUEUE, children=children)
-            if {"time_to_shield", "throughput"} & set(phases):
+            if {"time_to_shield", "throughput", "web_intake"} & set(phases):
                 worker = await stack.start_worker(
                     "worker-main",
                     tuned,
@@ -212,6 +215,10 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                             "server": tuned.managed.pid,
                             **({"postgres": pg_pid} if (pg_pid := stack.postgres_pid()) else {}),
                         },
+                    )
+                if "web_intake" in phases:
+                    results["web_intake"] = await web_intake(
+                        rig, pool, stack, settings, tuned.address, plan["web_intake"], progress
                     )
                 stack.stop(worker)
             if "lifecycles" in phases:

@@ -16,10 +16,20 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from web.pages import sign_in, start
+from web.pages import audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
 from web.pages.static import mount_assets
 
-PAGE_ROUTERS = (sign_in.router, start.router)
+PAGE_ROUTERS = (
+    sign_in.router,
+    start.router,
+    children.router,
+    intake.router,
+    requests.router,
+    reviews.router,
+    break_glass.router,
+    managers.router,
+    audit_log.router,
+)
 
 
 def install_pages(app: FastAPI) -> None:

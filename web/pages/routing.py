@@ -57,9 +57,9 @@ def _access_denied(request: Request, err: AccessDenied) -> Response:
     needed = PERMISSIONS.get(action or "", frozenset())
     explanation = None
     if needed and action in ACTION_TEXT and session is not None and not session.roles & needed:
-        held = f"set up as {with_article(roles_text(session.roles))}" if session.roles else "has no role yet"
+        held = f"is set up as {with_article(roles_text(session.roles))}" if session.roles else "has no role yet"
         explanation = (
-            f"Only {with_article(roles_text(needed, 'or'))} can {ACTION_TEXT[action or '']}. Your account is {held}."
+            f"Only {with_article(roles_text(needed, 'or'))} can {ACTION_TEXT[action or '']}. Your account {held}."
         )
     return render(request, "access_denied.html", status_code=403, reason=str(err), explanation=explanation)
 

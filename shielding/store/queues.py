@@ -1,0 +1,110 @@
+"""What intake officers work from: the requests still waiting for their written form, and one request's record.
+
+Read from the `shielding_requests` table (not from Temporal visibility and its `ShieldingStage` attribute): the
+table is written in the same transaction as the step it records (a request is shielded with its form deadline;
+a form is received with its `form-received` audit entry), so the list is never behind what the officer was just
+told, it is sorted and limited in PostgreSQL, and it does not empty when the workflow service is unreachable.
+
+A received form sets `form_received_at` (not the stage), so "waiting for the form" is: open, shielded, a
+deadline, no form yet. Children come as their uids and names only (what every role may see of a shielded
+record); nothing here reads an address, a carer, a school or a GP.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+LIST_LIMIT = 200
+
+
+class ChildName(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    uid: str
+    given_name: str
+    family_name: str
+
+
+class AwaitingForm(BaseModel):
+    """A request whose written form has not arrived: when the call was, when it was shielded, when the form is due."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    called_at: datetime
+    shielded_at: datetime
+    form_due_at: datetime
+    received_by: str
+    children: list[ChildName]
+
+
+class RequestChild(BaseModel):
+    """What intake did for one child named on a request: shielded by it, or already shielded by another."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uid: str
+    given_name: str
+    family_name: str
+    outcome: str  # 'shielded', 'duplicate' or 'linked-duplicate-record'
+    existing_request_id: str | None = None
+    unshielded_at: datetime | None = None
+
+
+class RequestRecord(BaseModel):
+    """The request's own row: who took it and when it closed (the workflow's status does not carry these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    received_by: str
+    received_at: datetime
+    called_at: datetime
+    closed_at: datetime | None = None
+    closed_reason: str | None = None
+    children: list[RequestChild]
+
+
+_CHILDREN = """
+    SELECT rc.child_uid AS uid, c.given_name, c.family_name, rc.outcome, rc.existing_request_id, rc.unshielded_at
+    FROM request_children rc JOIN children c ON c.uid = rc.child_uid
+    WHERE rc.request_id = $1
+    ORDER BY lower(c.family_name), lower(c.given_name), rc.child_uid
+"""
+
+
+async def awaiting_form(pool: asyncpg.Pool, *, limit: int = LIST_LIMIT) -> list[AwaitingForm]:
+    """Open requests with no form yet, the soonest deadline first."""
+    rows = await pool.fetch(
+        """SELECT r.request_id, r.called_at, r.shielded_at, r.form_due_at, r.received_by,
+                  coalesce(
+                    (SELECT jsonb_agg(jsonb_build_object('uid', c.uid, 'given_name', c.given_name,
+                                                         'family_name', c.family_name)
+                                      ORDER BY lower(c.family_name), lower(c.given_name), c.uid)
+                     FROM request_children rc JOIN children c ON c.uid = rc.child_uid
+                     WHERE rc.request_id = r.request_id AND rc.outcome <> 'duplicate'),
+                    '[]'::jsonb) AS children
+           FROM shielding_requests r
+           WHERE r.closed_at IS NULL AND r.shielded_at IS NOT NULL AND r.form_due_at IS NOT NULL
+             AND r.form_received_at IS NULL
+           ORDER BY r.form_due_at, r.request_id
+           LIMIT $1""",
+        limit,
+    )
+    return [AwaitingForm.model_validate(dict(row)) for row in rows]
+
+
+async def request_record(pool: asyncpg.Pool, request_id: str) -> RequestRecord | None:
+    """The request's row and its children (uids, names, outcomes), or None when no request has this id."""
+    row = await pool.fetchrow(
+        """SELECT request_id, received_by, received_at, called_at, closed_at, closed_reason
+           FROM shielding_requests WHERE request_id = $1""",
+        request_id,
+    )
+    if row is None:
+        return None
+    children = [RequestChild.model_validate(dict(r)) for r in await pool.fetch(_CHILDREN, request_id)]
+    return RequestRecord.model_validate({**dict(row), "children": children})

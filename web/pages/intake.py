@@ -1,0 +1,182 @@
+"""Taking a call: find the children, say why and who is asking, shield; then the confirmation to read out.
+
+    GET  /requests/new                          an empty intake form (a fresh request reference in it)
+    POST /requests/new                          find a child, add or remove one, or shield (the button says which)
+    GET  /requests/{request_id}/confirmation    the reference, the form deadline and the review dates
+
+The form keeps one request reference from first showing to shielding, so sending it twice (a double click, the
+back button, a retry after the service was slow) joins the same request instead of starting another: the service
+takes a repeat of a running intake under its id as the same intake. After a refusal the reference stays, unless
+the service has used it up (a request was recorded under it), when the form gets a new one.
+
+Shielding answers only once every child's record is shielded (`ShieldingService.submit_request`); then the
+browser is sent to the confirmation, which reads the request back (so reloading it changes nothing).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Response
+
+from shielding import access, store
+from shielding.domain import CRITERION_LABELS, OBJECTION_IN_PRINCIPLE, REQUEST_ID_PATTERN, Stage
+from shielding.lifecycle import review_due_at
+from shielding.store import queues
+from starter import IntakeTimeout, Refusal, new_request_id, validate_intake
+from starter.identity import Session
+from web.deps import PartsDep
+from web.pages.intake_form import (
+    CALLED_AT,
+    REASON,
+    REASON_MISSING,
+    SUBMIT,
+    FormProblems,
+    IntakeForm,
+    refusal_problems,
+)
+from web.pages.rendering import redirect, render
+from web.pages.request_views import ChildIdentity
+from web.pages.routing import page_router
+from web.pages.session import may
+
+router = page_router()
+
+NEW_PATH = "/requests/new"
+CRITERIA = [(criterion.value, label) for criterion, label in CRITERION_LABELS.items()]
+SEARCH_LIMIT = 50
+TIMED_OUT = (
+    "The records have not been confirmed as shielded yet: the service is slow or part of it cannot be reached. "
+    "Keep the caller on the line if you can and select the button again; the request keeps its reference, so it "
+    "will not be recorded twice"
+)
+
+
+def checked_request_id(request_id: str) -> str:
+    """A path's request id, or 404 before anything else (a permission check included) looks at it."""
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        raise HTTPException(status_code=404)
+    return request_id
+
+
+RequestIdDep = Annotated[str, Depends(checked_request_id)]
+
+
+async def _identities(p: PartsDep, uids: list[str]) -> list[tuple[str, ChildIdentity | None]]:
+    """Each chosen child as every role may see them (the redacting view); None for a uid the directory lacks."""
+    found = []
+    for uid in uids:
+        record = await store.view_child(p.pool, uid)
+        found.append((uid, ChildIdentity.of(record) if record else None))
+    return found
+
+
+async def _search(
+    p: PartsDep, session: Session, form: IntakeForm, problems: FormProblems
+) -> list[ChildIdentity] | None:
+    query = form.search(problems)
+    if query is None:
+        return None
+    await access.require(p.pool, session.name, "search")
+    query = query.model_copy(update={"limit": SEARCH_LIMIT})
+    return [ChildIdentity.of(record) for record in await store.search_children(p.pool, query)]
+
+
+async def _form_page(
+    request: Request,
+    p: PartsDep,
+    form: IntakeForm,
+    *,
+    problems: FormProblems | None = None,
+    results: list[ChildIdentity] | None = None,
+) -> Response:
+    return render(
+        request,
+        "intake.html",
+        errors=(problems or FormProblems()).problems(),
+        form=form,
+        chosen=await _identities(p, form.children),
+        results=results,
+        results_capped=results is not None and len(results) >= SEARCH_LIMIT,
+        criteria=CRITERIA,
+        objection=OBJECTION_IN_PRINCIPLE,
+    )
+
+
+@router.get(NEW_PATH)
+async def new_request(request: Request, p: PartsDep, session: Annotated[Session, may("request")]) -> Response:
+    return await _form_page(request, p, IntakeForm())
+
+
+@router.post(NEW_PATH)
+async def intake_step(request: Request, p: PartsDep, session: Annotated[Session, may("request")]) -> Response:
+    posted = await request.form()
+    form = IntakeForm.from_form(posted)
+    action = posted.get("action")
+    added, removed = posted.get("add"), posted.get("remove")
+    problems = FormProblems()
+    if isinstance(added, str) or isinstance(removed, str):
+        form = form.with_child(added) if isinstance(added, str) else form.without_child(str(removed))
+        # The search stays on screen, so a brother or sister in the same results can be added next.
+        results = await _search(p, session, form, FormProblems()) if form.has_search_terms() else None
+        return await _form_page(request, p, form, results=results)
+    if action == "shield":
+        return await _shield(request, p, session, form)
+    # "Find child", and Enter in any field (the form's first button): search, keeping everything typed.
+    results = await _search(p, session, form, problems)
+    return await _form_page(request, p, form, problems=problems, results=results)
+
+
+async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeForm) -> Response:
+    now = datetime.now(UTC)
+    problems = FormProblems()
+    called_at, time_problem = form.called_at(now)
+    if time_problem is not None:
+        # Never sent without the time it was given (the service would take the call as now), but every other
+        # problem is named with it, in the service's words, by the same checks (nothing is recorded).
+        problems.add(CALLED_AT, time_problem)
+        try:
+            validate_intake(form.draft(None), request_id=form.request_id, actor=session.name, now=now)
+        except Refusal as refusal:
+            problems.extend(refusal_problems(str(refusal))[0])
+        return await _form_page(request, p, form, problems=problems)
+    try:
+        ack = await p.service.submit_request(form.draft(called_at), actor=session.name, request_id=form.request_id)
+    except IntakeTimeout:
+        problems.add(SUBMIT, TIMED_OUT)
+        return await _form_page(request, p, form, problems=problems)
+    except Refusal as refusal:
+        found, listed = refusal_problems(str(refusal))
+        problems.extend(found)
+        # The service names a missing reason only once the other problems are fixed: name it now.
+        if listed and not form.reason:
+            problems.add(REASON, REASON_MISSING)
+        if await store.request_exists(p.pool, form.request_id):
+            form.request_id = new_request_id()
+        return await _form_page(request, p, form, problems=problems)
+    return redirect(f"/requests/{ack.request_id}/confirmation")
+
+
+@router.get("/requests/{request_id}/confirmation")
+async def confirmation(
+    request: Request, request_id: RequestIdDep, p: PartsDep, session: Annotated[Session, may("request")]
+) -> Response:
+    try:
+        status = await p.service.status(request_id)
+    except Refusal as refusal:
+        return render(request, "problem.html", status_code=404, heading="Request not found", paragraphs=[refusal])
+    record = await queues.request_record(p.pool, request_id)
+    if record is None or (status.shielded_at is None and status.stage != Stage.DUPLICATE):
+        return redirect(f"/requests/{request_id}")
+    shielded = [c for c in record.children if c.existing_request_id is None]
+    already = [c for c in record.children if c.existing_request_id is not None]
+    return render(
+        request,
+        "intake_confirmation.html",
+        status=status,
+        shielded=shielded,
+        already=already,
+        review_7_day_at=review_due_at(status.shielded_at, 0) if status.shielded_at else None,
+        review_6_month_at=review_due_at(status.shielded_at, 1) if status.shielded_at else None,
+    )
