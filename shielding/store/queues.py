@@ -60,9 +60,12 @@ class RequestRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     request_id: str
+    stage: str
     received_by: str
     received_at: datetime
     called_at: datetime
+    shielded_at: datetime | None = None
+    form_due_at: datetime | None = None
     closed_at: datetime | None = None
     closed_reason: str | None = None
     children: list[RequestChild]
@@ -100,7 +103,8 @@ async def awaiting_form(pool: asyncpg.Pool, *, limit: int = LIST_LIMIT) -> list[
 async def request_record(pool: asyncpg.Pool, request_id: str) -> RequestRecord | None:
     """The request's row and its children (uids, names, outcomes), or None when no request has this id."""
     row = await pool.fetchrow(
-        """SELECT request_id, received_by, received_at, called_at, closed_at, closed_reason
+        """SELECT request_id, stage, received_by, received_at, called_at, shielded_at, form_due_at, closed_at,
+                  closed_reason
            FROM shielding_requests WHERE request_id = $1""",
         request_id,
     )

@@ -162,21 +162,21 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
 async def confirmation(
     request: Request, request_id: RequestIdDep, p: PartsDep, session: Annotated[Session, may("request")]
 ) -> Response:
-    try:
-        status = await p.service.status(request_id)
-    except Refusal as refusal:
-        return render(request, "problem.html", status_code=404, heading="Request not found", paragraphs=[refusal])
+    # From the request's row, written in the transaction that shielded the children: no workflow query needed.
     record = await queues.request_record(p.pool, request_id)
-    if record is None or (status.shielded_at is None and status.stage != Stage.DUPLICATE):
+    if record is None:
+        refusal = f"There is no shielding request {request_id}."
+        return render(request, "problem.html", status_code=404, heading="Request not found", paragraphs=[refusal])
+    if record.shielded_at is None and record.stage != Stage.DUPLICATE:
         return redirect(f"/requests/{request_id}")
     shielded = [c for c in record.children if c.existing_request_id is None]
     already = [c for c in record.children if c.existing_request_id is not None]
     return render(
         request,
         "intake_confirmation.html",
-        status=status,
+        status=record,
         shielded=shielded,
         already=already,
-        review_7_day_at=review_due_at(status.shielded_at, 0) if status.shielded_at else None,
-        review_6_month_at=review_due_at(status.shielded_at, 1) if status.shielded_at else None,
+        review_7_day_at=review_due_at(record.shielded_at, 0) if record.shielded_at else None,
+        review_6_month_at=review_due_at(record.shielded_at, 1) if record.shielded_at else None,
     )
