@@ -120,6 +120,11 @@ _MONTHS = (
 )
 
 
+def long_date(day: date) -> str:
+    """ "21 June 2019", as GOV.UK writes a date (a date of birth, say); locale-independent."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
 def _day(local: datetime) -> str:
     return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
 

@@ -19,6 +19,7 @@ from shielding.deadlines import (
     form_due_at,
     is_bank_holiday,
     is_working_day,
+    long_date,
     review_6_month_at,
     review_7_day_at,
 )
@@ -415,3 +416,8 @@ def test_add_working_days(start: date, count: int, expected: date) -> None:
 )
 def test_instants_are_described_as_an_officer_reads_them_aloud(instant: str, spoken: str) -> None:
     assert describe(datetime.fromisoformat(instant)) == spoken
+
+
+def test_dates_are_written_as_gov_uk_writes_them() -> None:
+    assert long_date(date(2019, 6, 21)) == "21 June 2019"
+    assert long_date(date(2000, 1, 1)) == "1 January 2000"

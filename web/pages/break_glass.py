@@ -26,13 +26,14 @@ from urllib.parse import urlencode
 from fastapi import Form, Request, Response
 
 from shielding import access, store
+from shielding.deadlines import long_date
 from shielding.domain import UID_PATTERN
 from shielding.store import accounts
 from shielding.store import break_glass as break_glass_store
 from starter.identity import Session, SignInFailed, slow_down_after
 from web.deps import PartsDep
 from web.pages.forms import Problems
-from web.pages.rendering import render
+from web.pages.rendering import GENDER_LABELS, render
 from web.pages.routing import page_router
 from web.pages.session import may
 
@@ -52,21 +53,6 @@ FORM_USED = (
     "Read the warning again and fill in the form below."
 )
 WRONG_PASSWORD_AUDIT = "break-glass refused: the password given again was not right"
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-GENDER_LABELS = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Not known"}
 
 
 def _born(value: Any) -> str:
@@ -74,7 +60,7 @@ def _born(value: Any) -> str:
         day = date.fromisoformat(str(value))
     except ValueError:
         return "Not recorded"
-    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+    return long_date(day)
 
 
 def _address_text(address: Any) -> str:

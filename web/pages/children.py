@@ -28,12 +28,12 @@ from fastapi import Form, Request, Response
 
 from shielding import store
 from shielding.access import PERMISSIONS
-from shielding.deadlines import LONDON
-from shielding.domain import UID_PATTERN, Gender
+from shielding.deadlines import LONDON, long_date
+from shielding.domain import UID_PATTERN
 from starter.identity import Session
 from web.deps import PartsDep
 from web.pages.forms import Problems
-from web.pages.rendering import render
+from web.pages.rendering import GENDER_LABELS, render
 from web.pages.routing import page_router
 from web.pages.session import may
 
@@ -48,12 +48,6 @@ TEAM_PHONE, TEAM_HOURS = "020 7641 1899", "during normal office hours"
 RESULTS_SHOWN = 50
 # As the API allows (web.routes.directory.search).
 MAX_NAME, MAX_POSTCODE, MAX_SCHOOL = 200, 20, 200
-GENDER_LABELS = {
-    Gender.FEMALE.value: "Female",
-    Gender.MALE.value: "Male",
-    Gender.OTHER.value: "Other",
-    Gender.UNKNOWN.value: "Not known",
-}
 ANY_GENDER = "any"
 MONTHS = {
     name: number
@@ -78,11 +72,6 @@ MONTHS = {
 }
 # A whole UK postcode (the directory matches whole postcodes only: part of one finds nothing), or a BFPO number.
 _POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}|BFPO ?[0-9]{1,4}")
-
-
-def long_date(value: date) -> str:
-    """ "23 November 2011", as GOV.UK writes a date of birth."""
-    return f"{value.day} {value:%B %Y}"
 
 
 def _clean(value: str) -> str:

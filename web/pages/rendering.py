@@ -47,6 +47,9 @@ ROLE_LABELS = {
 _GOVUK_TEMPLATES = str(Path(govuk_frontend_jinja.__file__).resolve().parent / "templates")
 _JINJA = str(Path(jinja2.__file__).resolve().parent)
 
+# How a gender is shown on every page.
+GENDER_LABELS = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Not known"}
+
 
 def _inside_govuk_macro() -> bool:
     """Whether the innermost template running now is one of govuk-frontend-jinja's (its compiled code's filename)."""

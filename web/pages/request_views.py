@@ -17,9 +17,11 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from shielding.deadlines import long_date
 from shielding.domain import RequestStatus, Stage
 from shielding.settings import Settings
 from shielding.store.queues import RequestRecord
+from web.pages.rendering import GENDER_LABELS
 
 STAGE_LABELS = {
     Stage.INTAKE: "Being taken",
@@ -56,26 +58,6 @@ AUDIT_LABELS = {
     "override-viewed": "Break-glass view of a record",
     "unauthorised": "Access refused",
 }
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_GENDERS = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Not known"}
-
-
-def long_date(day: date) -> str:
-    """ "21 June 2019", as GOV.UK writes a date."""
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +80,7 @@ class ChildIdentity:
             given_name=str(record["given_name"]),
             family_name=str(record["family_name"]),
             aliases=tuple(str(a) for a in record.get("aliases") or ()),
-            gender=_GENDERS.get(str(record["gender"]), str(record["gender"])),
+            gender=GENDER_LABELS.get(str(record["gender"]), str(record["gender"])),
             date_of_birth=born if isinstance(born, date) else date.fromisoformat(str(born)),
             shielded=bool(record["shielded"]),
         )
