@@ -8,9 +8,7 @@ client receives is checked for `Cache-Control: no-store` as it arrives.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -25,59 +23,20 @@ import httpx
 
 from shielding import store
 from shielding.domain import ChildRecord
-from shielding.processes import free_ports
 from starter.identity import IdentityService
-from tests.helpers.devstack import SHIELDING, DevStack, base_env
+from tests.helpers.devstack import DevStack
 
 PASSWORD_SUFFIX = "-correct-horse-battery"
 
 
 class ApiStack(DevStack):
-    """`shielding dev` with its own free web port; `web_url` and `database_url` come from its stack file."""
-
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        (self.web_port,) = free_ports(1)
-
-    def start(self) -> None:
-        for attempt in range(3):
-            self._launch()
-            if self._wait_ready():
-                return
-            # Another process may have taken a port between our probe and the stack binding it.
-            port_taken = "is in use" in self.stderr()
-            self._terminate()
-            if not port_taken or attempt == 2:
-                raise AssertionError(f"`shielding dev` did not become ready\n{self.describe()}")
-            self.temporal_port, self.ui_port, self.web_port = free_ports(3)
-
-    def _launch(self) -> None:
-        assert self.process is None or self.process.poll() is not None
-        self._runs += 1
-        env = base_env(
-            self.data_dir,
-            SHIELDING_DEV_TEMPORAL_PORT=str(self.temporal_port),
-            SHIELDING_DEV_UI_PORT=str(self.ui_port),
-            SHIELDING_DEV_WEB_PORT=str(self.web_port),
-        )
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                [SHIELDING, "dev"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
-            )
-
-    def stack_file(self) -> dict[str, Any]:
-        return json.loads((self.data_dir / "stack.json").read_text())  # type: ignore[no-any-return]
+    """`shielding dev` (tests/helpers/devstack.py), whose announced web address must match its stack file."""
 
     @property
     def web_url(self) -> str:
         url = str(self.stack_file()["web_url"])
         assert f"web: {url}" in self.stdout().splitlines(), self.describe()
         return url
-
-    @property
-    def database_url(self) -> str:
-        """The service's own database login (never the superuser)."""
-        return str(self.stack_file()["database_url"])
 
 
 @contextlib.contextmanager
