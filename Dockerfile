@@ -1,6 +1,6 @@
 # The shielding service image: the worker by default (`shielding worker`), and the same image runs the
-# web service (`shielding serve`), the one-shot migration (`shielding migrate`) and the Web UI's codec
-# endpoint (`shielding codec-server`).
+# web service (`shielding serve`, which also serves the Temporal Web UI's codec endpoint at /codec) and the
+# one-shot migration (`shielding migrate`).
 # The pages' stylesheet and assets: built from web/frontend's lock file, the only stage with Node.
 FROM node:20.19.5-bookworm-slim AS frontend
 WORKDIR /src/web/frontend
@@ -50,7 +50,7 @@ RUN groupadd --system --gid 10001 shielding \
 USER shielding
 WORKDIR /home/shielding
 
-# The web service (`shielding serve`) and the codec server (`shielding codec-server --port 8081`).
-EXPOSE 8000 8081
+# The web service (`shielding serve`).
+EXPOSE 8000
 
 CMD ["shielding", "worker"]

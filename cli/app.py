@@ -3,7 +3,7 @@
 Every command exits 0 on success and 1 with a one-line message on any error; no stack trace reaches a user.
 Commands that print records accept --json (one JSON object on stdout). Staff commands are clients of the
 web service (`cli.context`), acting as whoever signed in with `shielding login` (`cli.auth`); the commands
-that run on a server (`dev`, `worker`, `migrate`, `serve`, `codec-server`, `users bootstrap`) and
+that run on a server (`dev`, `worker`, `migrate`, `serve`, `certs generate`, `users bootstrap`) and
 `deadlines` are local. The commands live by audience in `cli.operations`, `cli.auth`, `cli.intake`,
 `cli.reviews`, `cli.directory`, `cli.audit` and `cli.users`.
 """

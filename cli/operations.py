@@ -1,9 +1,10 @@
-"""Commands for operations staff: the local stack, the worker, the web service, migrations, the codec server,
-deadlines. They run where the service runs, not through it."""
+"""Commands for operations staff: the local stack, the worker, the web service, migrations, certificates for
+Temporal, deadlines. They run where the service runs, not through it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,18 +67,35 @@ def serve(
         raise fail(str(err)) from None
 
 
-@app.command("codec-server")
-def codec_server(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+certs_app = typer.Typer(help="Certificates for mutual TLS to Temporal.", no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("generate")
+def certs_generate(
+    out: Annotated[Path, typer.Option(help="Directory to write the authority and certificates into.")],
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A name (or IP address) of the Temporal server; repeat for more. Default: temporal, "
+            "localhost, 127.0.0.1."
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option(help="How long the server and client certificates are valid.")] = 397,
+    force: Annotated[bool, typer.Option(help="Replace an existing set (a new authority).")] = False,
 ) -> None:
-    """Serve the Temporal Web UI's remote codec endpoint, for holders of the codec token only."""
-    from shielding.codec_server import serve
+    """A private CA, the Temporal server's certificate and client certificates (worker, web, ui, admin)."""
+    from shielding import certs
 
     try:
-        serve(get_settings(), host=host, port=port)
+        issued = certs.generate(out, server_names=server_name or certs.DEFAULT_SERVER_NAMES, days=days, force=force)
     except ConfigurationError as err:
         raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(f"cannot write the certificates under {out}: {err.strerror or type(err).__name__}") from None
+    typer.echo(f"authority: {out / 'ca.pem'} (keep {out / 'ca-key.pem'} with operations; never mount it)")
+    for item in issued:
+        typer.echo(f"{item.name + ':':<10} {item.cert}  {item.key}")
 
 
 @app.command("deadlines")

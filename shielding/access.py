@@ -25,6 +25,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "import": frozenset({"manager", "intake"}),
     "override": frozenset({"child-protection"}),
     "users": frozenset({"manager"}),
+    # Reading workflow payloads in the Temporal Web UI (its codec endpoint): the operations staff who run it.
+    "decode payloads": frozenset({"manager"}),
 }
 # Who took a request may not decide what happens to it afterwards.
 NOT_ON_OWN_REQUEST = frozenset({"review", "unshield"})

@@ -127,6 +127,8 @@ class AuditAction(StrEnum):
     SIGNED_OUT = "signed-out"
     ROLE_GRANTED = "role-granted"
     ROLE_REMOVED = "role-removed"
+    # Someone read Temporal payloads through the Web UI's codec endpoint (who, how many, which requests).
+    PAYLOADS_DECODED = "payloads-decoded"
 
 
 def no_control_chars(value: str) -> str:

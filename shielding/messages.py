@@ -228,3 +228,19 @@ def action_stale(minutes: int) -> str:
 
 def intake_unauthenticated(refusal: str) -> str:
     return f"{refusal} Nothing has been shielded; take the call again as a new request."
+
+# ------------------------------------------------------------------------------- Temporal payloads
+
+PAYLOAD_PLAINTEXT = (
+    "This message was refused: it was not encrypted with the shielding service's keys, so it did not come "
+    "from the service."
+)
+PAYLOAD_UNKNOWN_KEY = "This message was refused: it is encrypted with a key the shielding service does not hold."
+PAYLOAD_TAMPERED = "This message was refused: its encryption does not check out (it was altered, or made elsewhere)."
+PAYLOAD_OTHER_WORKFLOW = (
+    "This message was refused: it was encrypted for another request, and cannot be replayed into this one."
+)
+CODEC_ENCODE_REFUSED = (
+    "The Temporal Web UI is read-only: only the shielding service itself encrypts what it sends to Temporal."
+)
+CODEC_ORIGIN_REFUSED = "Payloads are decoded only for the Temporal Web UI of this service, not for this page."

@@ -33,8 +33,14 @@ class Settings(BaseSettings):
     # Comma-separated "key-id:base64-32-byte-key" for signing staff actions sent to workflows (HMAC-SHA256);
     # the first signs, all of them verify. Held by the service and the worker, never by Temporal.
     action_keys: str | None = None
-    codec_token: str | None = None
+    # The Temporal Web UI's origin: the only one allowed to call the web service's /codec endpoint.
     codec_cors_origin: str = "http://localhost:8233"
+    # Mutual TLS to Temporal (`shielding certs generate`): this process's certificate and key, the CA that
+    # signed the frontend's certificate, and the name it was issued for. Required in production.
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
     max_document_bytes: int = 20 * 1024 * 1024
     intake_timeout_seconds: float = 45.0
     # Unset: services log INFO, commands that speak to people log only warnings and errors.

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.service import TLSConfig
 
+from shielding.codec import RefusedPayloadConverter, RefusingCodec, codec_from_settings
 from shielding.settings import ConfigurationError, Settings
 
 STAGE_ATTRIBUTE = SearchAttributeKey.for_keyword("ShieldingStage")
@@ -69,16 +71,57 @@ def dev_server_command(
     return command
 
 
-def data_converter(settings: Settings | None = None) -> DataConverter:
-    """Pydantic payloads, encrypted by the payload codec when keys are configured, with failure messages
-    moved into the (encrypted) encoded attributes so no exception text reaches the server in clear."""
-    from shielding.codec import codec_from_settings
+class ShieldingPayloadConverter(PydanticPayloadConverter):
+    """Pydantic payloads, plus the one encoding nothing can read: a payload the codec refused
+    (`shielding.codec.RefusingCodec`), whose conversion raises the refusal in words."""
 
-    codec = codec_from_settings(settings) if settings is not None else None
+    # Built inside the workflow sandbox too: everything it needs is imported at module level, outside it.
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_converters(*self.converters.values(), RefusedPayloadConverter())
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, always encrypted and bound to their workflow by the payload codec (keys are required:
+    ConfigurationError without them), with failure messages moved into the (encrypted) encoded attributes so
+    no exception text reaches the server in clear. A payload the codec refuses (plaintext, an unknown key,
+    another workflow's) reaches no handler: see `shielding.codec`."""
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=codec,
+        payload_converter_class=ShieldingPayloadConverter,
+        payload_codec=RefusingCodec(codec_from_settings(settings)),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigurationError(f"cannot read {what} {path} ({err.strerror or type(err).__name__})") from None
+
+
+def tls_config(settings: Settings) -> TLSConfig | None:
+    """Mutual TLS to the Temporal frontend from SHIELDING_TEMPORAL_TLS_*; None (plain) only in development."""
+    cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
+    if cert is None and key is None and ca is None:
+        if settings.environment == "production":
+            raise ConfigurationError(
+                "SHIELDING_TEMPORAL_TLS_CERT and SHIELDING_TEMPORAL_TLS_KEY are required in production: the "
+                "worker and the service reach Temporal only over mutual TLS (`shielding certs generate`)."
+            )
+        return None
+    if (cert is None) != (key is None):
+        raise ConfigurationError(
+            "SHIELDING_TEMPORAL_TLS_CERT and SHIELDING_TEMPORAL_TLS_KEY go together: set both, or neither."
+        )
+    if cert is None and settings.environment == "production":
+        raise ConfigurationError("SHIELDING_TEMPORAL_TLS_CERT is required in production (mutual TLS).")
+    return TLSConfig(
+        server_root_ca_cert=_read(ca, "the Temporal CA certificate") if ca else None,
+        domain=settings.temporal_tls_server_name or None,
+        client_cert=_read(cert, "the Temporal client certificate") if cert else None,
+        client_private_key=_read(key, "the Temporal client key") if key else None,
     )
 
 
@@ -87,6 +130,7 @@ async def connect(settings: Settings) -> Client:
         settings.resolved_temporal_address(),
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        tls=tls_config(settings) or False,
     )
 
 

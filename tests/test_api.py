@@ -219,6 +219,12 @@ def _verify(w: World, who: Staff, allowed: bool) -> Call:
     return Call(answer, 200, lambda r: _assert(r.json()["intact"] is True, r))
 
 
+def _decode(w: World, who: Staff, allowed: bool) -> Call:
+    # The Temporal Web UI's codec endpoint (more in tests/test_temporal_boundary.py).
+    answer = who.http.post("/codec/decode", json={"payloads": []}, headers={"X-Namespace": "default"})
+    return Call(answer, 200, lambda r: _assert(r.json() == {}, r))
+
+
 def _list_users(w: World, who: Staff, allowed: bool) -> Call:
     answer = who.http.get("/api/users")
     return Call(answer, 200, lambda r: _assert(w.boss.name in {u["name"] for u in r.json()["users"]}, r))
@@ -294,6 +300,7 @@ ROUTES = [
     Route("GET /api/users", _list_users, "users"),
     Route("POST /api/users", _add_user, "users"),
     Route("DELETE /api/users/{name}", _remove_user, "users"),
+    Route("POST /codec/decode", _decode, "decode payloads"),
     Route("GET /api/auth/me", _me, None),
 ]
 

@@ -207,7 +207,7 @@ def test_every_command_is_covered_by_help() -> None:
         assert expected in names
     for expected in ("audit", "audit verify", "directory import", "users add", "users remove", "users list"):
         assert expected in names
-    for expected in ("login", "logout", "users bootstrap", "serve", "worker", "migrate", "codec-server"):
+    for expected in ("login", "logout", "users bootstrap", "serve", "worker", "migrate", "certs generate"):
         assert expected in names
 
 

@@ -28,10 +28,12 @@ UI = "temporal-ui"
 APP_DB = "app-db"
 MIGRATE = "migrate"
 WORKER = "worker"
-CODEC = "codec-server"
 WEB = "web"
-EXPECTED_SERVICES = {TEMPORAL_DB, TEMPORAL_SCHEMA, TEMPORAL, ADMIN_TOOLS, UI, APP_DB, MIGRATE, WORKER, CODEC}
-APP_SERVICES = (MIGRATE, WORKER, CODEC, WEB)
+EXPECTED_SERVICES = {TEMPORAL_DB, TEMPORAL_SCHEMA, TEMPORAL, ADMIN_TOOLS, UI, APP_DB, MIGRATE, WORKER, WEB}
+APP_SERVICES = (MIGRATE, WORKER, WEB)
+# Every process that talks to Temporal, and the certificate (`shielding certs generate`) it mounts.
+TLS_CLIENTS = {WORKER: "worker", WEB: "web", UI: "ui", ADMIN_TOOLS: "admin"}
+CERTS_DIR = "${SHIELDING_CERTS_DIR:-./certs}"
 DATABASES = (TEMPORAL_DB, APP_DB)
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
@@ -193,11 +195,9 @@ def test_app_environment_is_what_settings_reads(services: dict[str, dict[str, An
 def test_app_services_run_in_production_with_required_secrets(services: dict[str, dict[str, Any]]) -> None:
     for name in APP_SERVICES:
         assert environment(services[name])["SHIELDING_ENVIRONMENT"] == "production", name
-    for name in (WORKER, CODEC):
+    for name in (WORKER, WEB):
         keys = environment(services[name])["SHIELDING_ENCRYPTION_KEYS"]
         assert keys.startswith("${SHIELDING_ENCRYPTION_KEYS:?"), f"{name} must refuse to start without keys"
-    token = environment(services[CODEC])["SHIELDING_CODEC_TOKEN"]
-    assert token.startswith("${SHIELDING_CODEC_TOKEN:?")
     assert "SHIELDING_ENCRYPTION_KEYS" not in environment(services[MIGRATE]), "the migration needs no keys"
     for name in (WORKER, WEB):
         assert environment(services[name])["SHIELDING_ACTION_KEYS"].startswith("${SHIELDING_ACTION_KEYS:?"), name
@@ -226,18 +226,84 @@ def test_app_services_use_the_project_image(services: dict[str, dict[str, Any]])
         assert context == ".", f"{name} is built from the project's Dockerfile"
     assert command_list(services[MIGRATE]) == ["shielding", "migrate"]
     assert command_list(services[WORKER]) == ["shielding", "worker"]
-    codec = command_list(services[CODEC])
-    assert codec[:2] == ["shielding", "codec-server"]
-    assert "0.0.0.0" in codec, "the codec server must listen beyond the container's loopback"
-    assert any(str(port).endswith(":8081") for port in services[CODEC].get("ports", []))
 
 
-def test_ui_points_at_the_codec_server(services: dict[str, dict[str, Any]]) -> None:
+def test_there_is_no_codec_server_with_a_shared_token(services: dict[str, dict[str, Any]], dockerfile: str) -> None:
+    assert "codec-server" not in services and "codec-server" not in COMPOSE_FILE.read_text()
+    assert "SHIELDING_CODEC_TOKEN" not in COMPOSE_FILE.read_text()
+    assert "SHIELDING_CODEC_TOKEN" not in settings_env_names()
+    assert "8081" not in dockerfile
+
+
+def test_the_ui_is_read_only_and_decodes_through_the_web_service(services: dict[str, dict[str, Any]]) -> None:
     ui = services[UI]
     assert "8233:8080" in [str(port) for port in ui.get("ports", [])]
     env = environment(ui)
     assert env["TEMPORAL_ADDRESS"] == f"{TEMPORAL}:7233"
-    assert "8081" in env["TEMPORAL_CODEC_ENDPOINT"]
+    # Enforced by the UI server (every write is answered 405), not only hidden buttons.
+    assert env["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
+    # The browser calls the web service's /codec with the session cookie; no token is handed to it.
+    endpoint = env["TEMPORAL_CODEC_ENDPOINT"]
+    assert endpoint.endswith(":8000}/codec") or endpoint.endswith(":8000/codec"), endpoint
+    assert env["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"
+    assert env.get("TEMPORAL_CODEC_PASS_ACCESS_TOKEN", "false") == "false"
+    # The web service answers the UI's origin only, and the UI's own origin is that one.
+    web_origin = environment(services[WEB])["SHIELDING_CODEC_CORS_ORIGIN"]
+    assert web_origin.endswith(":-http://localhost:8233}") and env["TEMPORAL_CORS_ORIGINS"] == "http://localhost:8233"
+    assert any(str(port).endswith(":8000") for port in services[WEB].get("ports", []))
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of a service's read-only bind mounts (`host:container:ro`)."""
+    found = {}
+    for volume in service.get("volumes") or []:
+        source, target, mode = str(volume).rsplit(":", 2) if str(volume).count(":") >= 2 else ("", "", "")
+        if mode == "ro":
+            found[target] = source
+    return found
+
+
+def test_temporal_requires_client_certificates(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services[TEMPORAL])
+    assert env["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true"
+    assert env["TEMPORAL_TLS_FRONTEND_CERT"] == env["TEMPORAL_TLS_SERVER_CERT"] == "/certs/server/cert.pem"
+    assert env["TEMPORAL_TLS_FRONTEND_KEY"] == env["TEMPORAL_TLS_SERVER_KEY"] == "/certs/server/key.pem"
+    assert env["TEMPORAL_TLS_CLIENT1_CA_CERT"] == env["TEMPORAL_TLS_SERVER_CA_CERT"] == "/certs/ca.pem"
+    assert env["TEMPORAL_TLS_FRONTEND_SERVER_NAME"] == env["TEMPORAL_TLS_INTERNODE_SERVER_NAME"] == TEMPORAL
+    assert env["TEMPORAL_TLS_FRONTEND_DISABLE_HOST_VERIFICATION"] == "false"
+    assert mounts(services[TEMPORAL]) == {
+        "/certs/server": f"{CERTS_DIR}/temporal",
+        "/certs/ca.pem": f"{CERTS_DIR}/ca.pem",
+    }
+    # Its own health check has to present a certificate too.
+    check = " ".join(services[TEMPORAL]["healthcheck"]["test"])
+    assert "--tls-cert-path /certs/server/cert.pem" in check and "--tls-server-name temporal" in check
+
+
+@pytest.mark.parametrize("name", sorted(TLS_CLIENTS))
+def test_every_temporal_client_mounts_only_its_own_certificate(services: dict[str, dict[str, Any]], name: str) -> None:
+    assert mounts(services[name]) == {
+        "/certs/client": f"{CERTS_DIR}/{TLS_CLIENTS[name]}",
+        "/certs/ca.pem": f"{CERTS_DIR}/ca.pem",
+    }
+    assert "ca-key.pem" not in str(services[name].get("volumes")), "the CA's key is never mounted"
+
+
+def test_the_worker_and_web_service_connect_over_mutual_tls(services: dict[str, dict[str, Any]]) -> None:
+    for name in (WORKER, WEB):
+        env = environment(services[name])
+        assert env["SHIELDING_TEMPORAL_TLS_CERT"] == "/certs/client/cert.pem", name
+        assert env["SHIELDING_TEMPORAL_TLS_KEY"] == "/certs/client/key.pem", name
+        assert env["SHIELDING_TEMPORAL_TLS_CA"] == "/certs/ca.pem", name
+        assert env["SHIELDING_TEMPORAL_TLS_SERVER_NAME"] == TEMPORAL, name
+    ui = environment(services[UI])
+    assert (ui["TEMPORAL_TLS_CERT"], ui["TEMPORAL_TLS_KEY"]) == ("/certs/client/cert.pem", "/certs/client/key.pem")
+    assert ui["TEMPORAL_TLS_CA"] == "/certs/ca.pem" and ui["TEMPORAL_TLS_SERVER_NAME"] == TEMPORAL
+    assert ui["TEMPORAL_TLS_ENABLE_HOST_VERIFICATION"] == "true"
+    # Every admin-tools call goes through the function that adds the certificate.
+    script = command_text(services[ADMIN_TOOLS])
+    assert re.search(r"temporal\(\) \{\s*command temporal \"\$\$@\" --tls-server-name temporal", script)
+    assert "--tls-cert-path /certs/client/cert.pem" in script
 
 
 def test_start_order(services: dict[str, dict[str, Any]]) -> None:

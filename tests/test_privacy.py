@@ -13,7 +13,6 @@ test in the session.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import logging
@@ -29,10 +28,9 @@ from typing import Any
 import asyncpg
 import pytest
 import structlog
-from aiohttp.test_utils import TestClient, TestServer
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload, Payloads, WorkflowExecution
+from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
@@ -41,7 +39,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 import activities.shielding as activities_module
-import shielding.codec_server as codec_server_module
 import shielding.log as shielding_log
 from shielding import access, deadlines, store
 from shielding.codec import (
@@ -52,7 +49,6 @@ from shielding.codec import (
     generate_key_spec,
     parse_keys,
 )
-from shielding.codec_server import make_app, serve
 from shielding.domain import (
     REQUEST_ID_PATTERN,
     Address,
@@ -377,8 +373,9 @@ async def test_codec_round_trip_names_its_key_and_hides_the_plaintext() -> None:
     # A fresh nonce each time: the same value never encrypts to the same bytes.
     again = await codec.encode(originals[:1])
     assert again[0].data != encoded[0].data
-    # Payloads that were never encrypted pass through untouched.
-    assert await codec.decode(originals) == originals
+    # Payloads that were never encrypted are refused, not passed through (tests/test_temporal_boundary.py).
+    with pytest.raises(ValueError, match="not encrypted"):
+        await codec.decode(originals)
 
 
 async def test_codec_rotation_decodes_old_payloads_and_encrypts_under_the_new_key() -> None:
@@ -992,135 +989,7 @@ async def test_a_fed_duplicate_of_a_shielded_child_is_shielded_at_once_and_linke
     assert (await store.view_child(pool, same_identity.uid) or {}).get("shielded") is False
 
 
-# ----------------------------------------------------------------------------------------- j. the codec server
-
-UI_ORIGIN = "http://localhost:8233"
-TOKEN = "codec-token-" + secrets.token_hex(16)
-
-
-def _codec_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"codec_token": TOKEN, "codec_cors_origin": UI_ORIGIN})
-
-
-def _body(payloads: list[Payload]) -> str:
-    return json_format.MessageToJson(Payloads(payloads=payloads))
-
-
-def test_codec_server_refuses_to_start_without_a_token(settings: Settings) -> None:
-    for token in (None, "", "   "):
-        with pytest.raises(ConfigurationError, match="SHIELDING_CODEC_TOKEN"):
-            make_app(settings.model_copy(update={"codec_token": token}))
-        with pytest.raises(ConfigurationError, match="SHIELDING_CODEC_TOKEN"):
-            serve(settings.model_copy(update={"codec_token": token}), host="127.0.0.1", port=0)
-
-
-async def test_codec_server_decodes_only_for_the_token_holder(settings: Settings, monkeypatch) -> None:
-    canaries = Canaries.new()
-    codec = codec_from_settings(settings)
-    assert codec is not None
-    originals = _payloads(canaries.child(), canaries.reason)
-    encrypted = await codec.encode(originals)
-    body = _body(encrypted)
-    ciphertext_b64 = base64.b64encode(encrypted[0].data).decode()
-    monkeypatch.setattr(codec_server_module, "log", structlog.get_logger("shielding.codec_server"))
-
-    with structlog.testing.capture_logs() as logged:
-        async with TestClient(TestServer(make_app(_codec_settings(settings)))) as client:
-            for headers in (
-                {},
-                {"Authorization": "Bearer wrong-token"},
-                {"Authorization": f"Bearer {TOKEN}x"},
-                {"Authorization": f"Basic {TOKEN}"},
-                {"Authorization": TOKEN},
-                {"Authorization": "Bearer "},
-            ):
-                response = await client.post(
-                    "/decode", data=body, headers={"Content-Type": "application/json", **headers}
-                )
-                text = await response.text()
-                assert response.status == 401, headers
-                assert response.headers["WWW-Authenticate"] == "Bearer"
-                assert leaks(text, canaries.all_values()) == [] and ciphertext_b64 not in text
-                assert "payloads" not in text
-            for path in ("/encode",):
-                response = await client.post(path, data=_body(originals), headers={"Content-Type": "application/json"})
-                assert response.status == 401
-                assert leaks(await response.text(), canaries.all_values()) == []
-
-            authorised = {
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {TOKEN}",
-                "X-Namespace": "default",
-            }
-            response = await client.post("/decode", data=body, headers=authorised)
-            assert response.status == 200
-            assert response.headers["Cache-Control"] == "no-store"
-            decoded = json_format.Parse(await response.text(), Payloads())
-            assert list(decoded.payloads) == originals
-
-            # What the UI sends to start or signal a workflow is encrypted under the current key.
-            response = await client.post("/encode", data=_body(originals), headers=authorised)
-            assert response.status == 200
-            encoded = json_format.Parse(await response.text(), Payloads())
-            assert all(p.metadata["encoding"] == ENCODING for p in encoded.payloads)
-            assert leaks(await response.text(), canaries.all_values()) == []
-            assert await codec.decode(list(encoded.payloads)) == originals
-
-            # A payload the keys cannot open comes back as it was, still encrypted; the rest decode.
-            tampered = Payload(
-                metadata=dict(encrypted[0].metadata), data=encrypted[0].data[:-1] + bytes([encrypted[0].data[-1] ^ 1])
-            )
-            response = await client.post("/decode", data=_body([tampered, encrypted[1]]), headers=authorised)
-            assert response.status == 200
-            mixed = json_format.Parse(await response.text(), Payloads())
-            assert list(mixed.payloads) == [tampered, originals[1]]
-
-            response = await client.post("/decode", data="not json", headers=authorised)
-            assert response.status == 400
-    # The server's log lines carry counts and outcomes, never payloads or the token.
-    assert any(e.get("event") == "codec request" and e.get("payloads") == 2 for e in logged)
-    assert any(e.get("event") == "codec request refused" for e in logged)
-    logged_text = repr(logged)
-    assert leaks(logged_text, canaries.all_values()) == []
-    assert ciphertext_b64 not in logged_text and TOKEN not in logged_text
-
-
-async def test_codec_server_allows_cross_origin_calls_from_the_web_ui_only(settings: Settings) -> None:
-    async with TestClient(TestServer(make_app(_codec_settings(settings)))) as client:
-        preflight = {
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
-        }
-        response = await client.options("/decode", headers={"Origin": UI_ORIGIN, **preflight})
-        assert response.status in {200, 204}
-        assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
-        assert "POST" in response.headers["Access-Control-Allow-Methods"]
-        allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
-        assert {"authorization", "content-type", "x-namespace"} <= allowed
-        # The preflight needs no token (browsers never send one), but the POST that follows does.
-        response = await client.post(
-            "/decode", data=_body([]), headers={"Origin": UI_ORIGIN, "Content-Type": "application/json"}
-        )
-        assert response.status == 401 and response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
-        response = await client.post(
-            "/decode",
-            data=_body([]),
-            headers={"Origin": UI_ORIGIN, "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-        )
-        assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
-
-        for origin in ("http://evil.example", "http://localhost:8234", "null"):
-            response = await client.options("/decode", headers={"Origin": origin, **preflight})
-            assert response.status == 403
-            assert "Access-Control-Allow-Origin" not in response.headers
-            assert "Access-Control-Allow-Headers" not in response.headers
-            # Even with the token, a response to another origin carries no CORS grant, so a browser withholds it.
-            response = await client.post(
-                "/decode",
-                data=_body([]),
-                headers={"Origin": origin, "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-            )
-            assert "Access-Control-Allow-Origin" not in response.headers
+# j. The Web UI's codec endpoint is the web service's /codec, behind sign-in: tests/test_temporal_boundary.py.
 
 
 # ---------------------------------------------------------------------- h. tamper-evident audit log (runs last)

@@ -49,6 +49,7 @@ ACTION_LABELS = {
     AuditAction.SIGNED_OUT: "Signed out",
     AuditAction.ROLE_GRANTED: "Role given",
     AuditAction.ROLE_REMOVED: "Role removed",
+    AuditAction.PAYLOADS_DECODED: "Workflow data read in the Temporal Web UI",
 }
 BY_REQUEST, BY_CHILD = "request", "child"
 

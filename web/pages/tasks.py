@@ -100,6 +100,7 @@ ACTION_TEXT: dict[str, str] = {
     "import": "import directory records",
     "override": "see the withheld details of a shielded record",
     "users": "manage staff accounts",
+    "decode payloads": "read workflow data in the Temporal Web UI",
 }
 
 
