@@ -75,10 +75,13 @@ async def require(
     *,
     request_id: str | None = None,
     child_uid: str | None = None,
+    roles: frozenset[str] | None = None,
 ) -> set[str]:
-    roles = await roles_of(pool, actor)
+    """The actor's roles if they may take `action`; refused (audited) if not. `roles`: those the signed-in
+    session already read in this request, so they are not read twice."""
+    held = set(roles) if roles is not None else await roles_of(pool, actor)
     allowed = PERMISSIONS[action]
-    if not roles:
+    if not held:
         await _deny(
             pool,
             actor,
@@ -87,12 +90,12 @@ async def require(
             request_id=request_id,
             child_uid=child_uid,
         )
-    if not roles & allowed:
+    if not held & allowed:
         await _deny(
             pool,
             actor,
             action,
-            f"{actor!r} ({', '.join(sorted(roles))}) may not {action}; that needs the role "
+            f"{actor!r} ({', '.join(sorted(held))}) may not {action}; that needs the role "
             + " or ".join(sorted(allowed)),
             request_id=request_id,
             child_uid=child_uid,
@@ -108,7 +111,7 @@ async def require(
                 f"{actor!r} took request {request_id} and so cannot {what}; another reviewer must",
                 request_id=request_id,
             )
-    return roles
+    return held
 
 
 async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str) -> None:

@@ -148,10 +148,9 @@ class IdentityService:
         record = await accounts.touch_session(self._pool, token_digest, kind, self._idle)
         if record is None:
             raise NotSignedIn("You are not signed in, or your session ended: sign in again.")
-        roles = await access.roles_of(self._pool, record.name)
         return Session(
             name=record.name,
-            roles=frozenset(roles),
+            roles=frozenset(record.roles),
             kind=record.kind,
             csrf_token=record.csrf_token,
             auth_method=record.auth_method,
@@ -197,7 +196,7 @@ class IdentityService:
     async def add_user(
         self, by: Session, name: str, role: str, *, password: str | None = None, oidc_subject: str | None = None
     ) -> None:
-        await access.require(self._pool, by.name, "users")
+        await access.require(self._pool, by.name, "users", roles=by.roles)
         access.check_user_name(name)
         password_hash = hash_password(password) if password else None
         async with self._pool.acquire() as conn, conn.transaction():
@@ -207,12 +206,12 @@ class IdentityService:
             await access.grant_role(conn, name, role, by=by.name)
 
     async def remove_user(self, by: Session, name: str, role: str | None = None) -> None:
-        await access.require(self._pool, by.name, "users")
+        await access.require(self._pool, by.name, "users", roles=by.roles)
         async with self._pool.acquire() as conn, conn.transaction():
             await access.remove_role(conn, name, role, by=by.name)
 
     async def users(self, by: Session) -> list[dict[str, object]]:
-        await access.require(self._pool, by.name, "users")
+        await access.require(self._pool, by.name, "users", roles=by.roles)
         return await accounts.users(self._pool)
 
     async def _audit(self, action: AuditAction, actor: str, reason: str) -> None:

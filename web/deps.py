@@ -110,6 +110,7 @@ def allowed(action: str) -> object:
             action,
             request_id=request.path_params.get("request_id"),
             child_uid=request.path_params.get("uid"),
+            roles=session.roles,
         )
         return session
 

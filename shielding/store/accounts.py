@@ -25,6 +25,8 @@ class SessionRecord(BaseModel):
     auth_method: str
     authenticated_at: datetime
     last_seen_at: datetime
+    # The account's roles, read in the same statement (each signed-in request needs them).
+    roles: list[str] = []
 
 
 async def account(pool: asyncpg.Pool, name: str) -> Account | None:
@@ -87,18 +89,32 @@ async def create_session(
     )
 
 
+# The idle clock is restarted at most this often: a page's many requests need not each write the row. The
+# session therefore ends up to this much before the idle timeout, never after it.
+TOUCH_EVERY = timedelta(seconds=30)
+
+
 async def touch_session(pool: asyncpg.Pool, token_digest: str, kind: str, idle: timedelta) -> SessionRecord | None:
-    """The live session for this token, its idle clock restarted; None if unknown, ended, idle too long or the
-    account was disabled. One statement, so two processes serving one session cannot disagree."""
+    """The live session for this token with its account's roles, its idle clock restarted; None if unknown,
+    ended, idle too long or the account was disabled. One statement, so two processes serving one session
+    cannot disagree, and one round trip per signed-in request."""
     row = await pool.fetchrow(
-        """UPDATE sessions s SET last_seen_at = now()
-           FROM accounts a
-           WHERE s.token_digest = $1 AND s.kind = $2 AND s.ended_at IS NULL AND s.last_seen_at > now() - $3::interval
-             AND a.name = s.name AND a.disabled_at IS NULL
-           RETURNING s.name, s.kind, s.csrf_token, s.auth_method, s.authenticated_at, s.last_seen_at""",
+        """WITH live AS (
+               SELECT s.token_digest, s.name, s.kind, s.csrf_token, s.auth_method, s.authenticated_at, s.last_seen_at
+               FROM sessions s JOIN accounts a ON a.name = s.name
+               WHERE s.token_digest = $1 AND s.kind = $2 AND s.ended_at IS NULL
+                 AND s.last_seen_at > now() - $3::interval AND a.disabled_at IS NULL
+           ), touched AS (
+               UPDATE sessions s SET last_seen_at = now() FROM live
+               WHERE s.token_digest = live.token_digest AND live.last_seen_at < now() - $4::interval
+           )
+           SELECT live.name, live.kind, live.csrf_token, live.auth_method, live.authenticated_at, live.last_seen_at,
+                  ARRAY(SELECT r.role FROM user_roles r WHERE r.name = live.name) AS roles
+           FROM live""",
         token_digest,
         kind,
         idle,
+        TOUCH_EVERY,
     )
     return SessionRecord(**dict(row)) if row else None
 

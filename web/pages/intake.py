@@ -78,7 +78,7 @@ async def _search(
     query = form.search(problems)
     if query is None:
         return None
-    await access.require(p.pool, session.name, "search")
+    await access.require(p.pool, session.name, "search", roles=session.roles)
     query = query.model_copy(update={"limit": SEARCH_LIMIT})
     return [ChildIdentity.of(record) for record in await store.search_children(p.pool, query)]
 
@@ -155,13 +155,19 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
         if await store.request_exists(p.pool, form.request_id):
             form.request_id = new_request_id()
         return await _form_page(request, p, form, problems=problems)
-    return redirect(f"/requests/{ack.request_id}/confirmation")
+    # The confirmation is the POST's own answer (no redirect and second request while the caller waits). A
+    # refresh posts the same request reference again, which joins the same request and shows this page again.
+    return await _confirmation_page(request, p, ack.request_id)
 
 
 @router.get("/requests/{request_id}/confirmation")
 async def confirmation(
     request: Request, request_id: RequestIdDep, p: PartsDep, session: Annotated[Session, may("request")]
 ) -> Response:
+    return await _confirmation_page(request, p, request_id)
+
+
+async def _confirmation_page(request: Request, p: PartsDep, request_id: str) -> Response:
     # From the request's row, written in the transaction that shielded the children: no workflow query needed.
     record = await queues.request_record(p.pool, request_id)
     if record is None:

@@ -228,7 +228,7 @@ def _banner(decision: review_store.Decision | None, request_id: str, session: Se
 async def require_role(p: PartsDep, session: Session, action: str) -> None:
     """The role check alone (refused and audited like `may`), for a page that only shows a request."""
     try:
-        await access.require(p.pool, session.name, action)
+        await access.require(p.pool, session.name, action, roles=session.roles)
     except access.AccessDenied as err:
         raise PageAccessDenied(str(err), action=action) from None
 

@@ -58,6 +58,7 @@ def may(action: str) -> Any:
                 action,
                 request_id=request.path_params.get("request_id"),
                 child_uid=request.path_params.get("uid"),
+                roles=session.roles,
             )
         except access.AccessDenied as err:
             raise PageAccessDenied(str(err), action=action) from None
