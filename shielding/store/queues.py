@@ -71,14 +71,6 @@ class RequestRecord(BaseModel):
     children: list[RequestChild]
 
 
-_CHILDREN = """
-    SELECT rc.child_uid AS uid, c.given_name, c.family_name, rc.outcome, rc.existing_request_id, rc.unshielded_at
-    FROM request_children rc JOIN children c ON c.uid = rc.child_uid
-    WHERE rc.request_id = $1
-    ORDER BY lower(c.family_name), lower(c.given_name), rc.child_uid
-"""
-
-
 async def awaiting_form(pool: asyncpg.Pool, *, limit: int = LIST_LIMIT) -> list[AwaitingForm]:
     """Open requests with no form yet, the soonest deadline first."""
     rows = await pool.fetch(
@@ -100,15 +92,30 @@ async def awaiting_form(pool: asyncpg.Pool, *, limit: int = LIST_LIMIT) -> list[
     return [AwaitingForm.model_validate(dict(row)) for row in rows]
 
 
+async def child_names(pool: asyncpg.Pool, uids: list[str]) -> dict[str, tuple[str, str]]:
+    """Given and family names by uid (identity fields, shown for shielded children too)."""
+    rows = await pool.fetch("SELECT uid, given_name, family_name FROM children WHERE uid = ANY($1::text[])", uids)
+    return {row["uid"]: (row["given_name"], row["family_name"]) for row in rows}
+
+
 async def request_record(pool: asyncpg.Pool, request_id: str) -> RequestRecord | None:
-    """The request's row and its children (uids, names, outcomes), or None when no request has this id."""
+    """The request's row and its children (uids, names, outcomes), or None when no request has this id.
+
+    One statement (the children aggregated beside the row): every request page, and the intake confirmation
+    while the caller waits, reads it."""
     row = await pool.fetchrow(
-        """SELECT request_id, stage, received_by, received_at, called_at, shielded_at, form_due_at, closed_at,
-                  closed_reason
-           FROM shielding_requests WHERE request_id = $1""",
+        """SELECT r.request_id, r.stage, r.received_by, r.received_at, r.called_at, r.shielded_at, r.form_due_at,
+                  r.closed_at, r.closed_reason,
+                  coalesce(
+                    (SELECT jsonb_agg(jsonb_build_object(
+                                'uid', rc.child_uid, 'given_name', c.given_name, 'family_name', c.family_name,
+                                'outcome', rc.outcome, 'existing_request_id', rc.existing_request_id,
+                                'unshielded_at', rc.unshielded_at)
+                              ORDER BY lower(c.family_name), lower(c.given_name), rc.child_uid)
+                     FROM request_children rc JOIN children c ON c.uid = rc.child_uid
+                     WHERE rc.request_id = r.request_id),
+                    '[]'::jsonb) AS children
+           FROM shielding_requests r WHERE r.request_id = $1""",
         request_id,
     )
-    if row is None:
-        return None
-    children = [RequestChild.model_validate(dict(r)) for r in await pool.fetch(_CHILDREN, request_id)]
-    return RequestRecord.model_validate({**dict(row), "children": children})
+    return RequestRecord.model_validate(dict(row)) if row is not None else None

@@ -9,19 +9,21 @@ back button, a retry after the service was slow) joins the same request instead 
 takes a repeat of a running intake under its id as the same intake. After a refusal the reference stays, unless
 the service has used it up (a request was recorded under it), when the form gets a new one.
 
-Shielding answers only once every child's record is shielded (`ShieldingService.submit_request`); then the
-browser is sent to the confirmation, which reads the request back (so reloading it changes nothing).
+Shielding answers only once every child's record is shielded (`ShieldingService.submit_request`); the POST's
+answer is the confirmation (reloading it posts the same reference again, which changes nothing), and the
+confirmation's own address reads the request back.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Response
 
 from shielding import access, store
-from shielding.domain import CRITERION_LABELS, OBJECTION_IN_PRINCIPLE, REQUEST_ID_PATTERN, Stage
+from shielding.domain import CRITERION_LABELS, OBJECTION_IN_PRINCIPLE, REQUEST_ID_PATTERN, IntakeAcknowledgement, Stage
 from shielding.lifecycle import review_due_at
 from shielding.store import queues
 from starter import IntakeTimeout, Refusal, new_request_id, validate_intake
@@ -141,12 +143,18 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
         except Refusal as refusal:
             problems.extend(refusal_problems(str(refusal))[0])
         return await _form_page(request, p, form, problems=problems)
+    # The names the confirmation shows are read while the workflow shields (identity fields only), so the answer
+    # costs no read after the service's.
+    names = asyncio.create_task(queues.child_names(p.pool, form.children))
+    names.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
         ack = await p.service.submit_request(form.draft(called_at), actor=session.name, request_id=form.request_id)
     except IntakeTimeout:
+        names.cancel()
         problems.add(SUBMIT, TIMED_OUT)
         return await _form_page(request, p, form, problems=problems)
     except Refusal as refusal:
+        names.cancel()
         found, listed = refusal_problems(str(refusal))
         problems.extend(found)
         # The service names a missing reason only once the other problems are fixed: name it now.
@@ -157,7 +165,40 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
         return await _form_page(request, p, form, problems=problems)
     # The confirmation is the POST's own answer (no redirect and second request while the caller waits). A
     # refresh posts the same request reference again, which joins the same request and shows this page again.
-    return await _confirmation_page(request, p, ack.request_id)
+    named = await names
+    if any(child.uid not in named for child in ack.children):
+        return await _confirmation_page(request, p, ack.request_id)
+    return _confirmation_from(request, ack, named)
+
+
+def _confirmation_from(request: Request, ack: IntakeAcknowledgement, names: dict[str, tuple[str, str]]) -> Response:
+    """The confirmation from the service's answer: what it shielded, what was already shielded, the dates."""
+    children = sorted(
+        (
+            {
+                "uid": child.uid,
+                "given_name": names[child.uid][0],
+                "family_name": names[child.uid][1],
+                "existing_request_id": child.existing_request_id,
+            }
+            for child in ack.children
+        ),
+        key=lambda c: (str(c["family_name"]).lower(), str(c["given_name"]).lower(), c["uid"]),
+    )
+    return render(
+        request,
+        "intake_confirmation.html",
+        status={"request_id": ack.request_id, "stage": ack.stage, "form_due_at": _utc(ack.form_due_at)},
+        shielded=[c for c in children if c["existing_request_id"] is None],
+        already=[c for c in children if c["existing_request_id"] is not None],
+        # As the confirmation's own address shows them: the form deadline as stored, the reviews in London time.
+        review_7_day_at=ack.review_7_day_at,
+        review_6_month_at=ack.review_6_month_at,
+    )
+
+
+def _utc(instant: datetime | None) -> datetime | None:
+    return instant.astimezone(UTC) if instant is not None else None
 
 
 @router.get("/requests/{request_id}/confirmation")
