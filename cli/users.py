@@ -49,7 +49,7 @@ def users_bootstrap(
 @run
 def users_add(
     name: Annotated[str, typer.Argument(help="The account name they sign in with.")],
-    role: Annotated[str, typer.Option(help="intake, reviewer, manager, practitioner or child-protection.")],
+    role: Annotated[str, typer.Option(help="intake, reviewer, manager, practitioner, child-protection or operations.")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Set their password (a local account) from standard input.")
     ] = False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -10,7 +12,7 @@ import asyncpg
 from shielding import messages, store
 from shielding.domain import AuditAction
 
-ROLES = ("intake", "reviewer", "manager", "practitioner", "child-protection")
+ROLES = ("intake", "reviewer", "manager", "practitioner", "child-protection", "operations")
 
 # Which roles may take each action. Viewing and searching go through the redacting view for every role.
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -26,8 +28,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "override": frozenset({"child-protection"}),
     "users": frozenset({"manager"}),
     # Reading workflow payloads in the Temporal Web UI (its codec endpoint): the operations staff who run it.
-    "decode payloads": frozenset({"manager"}),
+    "decode payloads": frozenset({"manager", "operations"}),
 }
+# Roles that check each other's work: one person holds both only with a second manager's approval.
+CHECKING_ROLES = (frozenset({"intake", "reviewer"}), frozenset({"intake", "child-protection"}))
 # Who took a request may not decide what happens to it afterwards.
 NOT_ON_OWN_REQUEST = frozenset({"review", "unshield"})
 
@@ -40,6 +44,14 @@ class InvalidChange(ValueError):
     """A change of who may do what that cannot be made as asked (no such role, no such user); says why."""
 
 
+class NeedsSecondApproval(InvalidChange):
+    """The role would let one person check their own work: another manager must approve it (says how)."""
+
+    def __init__(self, message: str, *, name: str, role: str, asked_by: str, first_ask: bool) -> None:
+        super().__init__(message)
+        self.name, self.role, self.asked_by, self.first_ask = name, role, asked_by, first_ask
+
+
 USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
 
@@ -47,6 +59,15 @@ def check_user_name(name: str) -> None:
     if not USER_NAME.fullmatch(name):
         shown = name if name.isprintable() and len(name) <= 64 else "that name"
         raise InvalidChange(f"{shown!r} is not a valid user name: use 1 to 64 letters, digits, '.', '_', '@' or '-'.")
+
+
+@asynccontextmanager
+async def _connection(pool_or_conn: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(pool_or_conn, asyncpg.Pool):
+        async with pool_or_conn.acquire() as conn:
+            yield conn
+    else:
+        yield pool_or_conn
 
 
 async def roles_of(pool: asyncpg.Pool, actor: str) -> set[str]:
@@ -119,6 +140,7 @@ async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str)
     if role not in ROLES:
         raise InvalidChange(f"{role!r} is not a role; roles are {', '.join(ROLES)}.")
     check_user_name(name)
+    approved = await _second_approval(conn, name, role, by=by)
     try:
         added = await conn.fetchval(
             "INSERT INTO user_roles (name, role, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
@@ -129,9 +151,55 @@ async def grant_role(conn: asyncpg.Connection, name: str, role: str, *, by: str)
     except asyncpg.CheckViolationError:
         raise InvalidChange(f"{name!r} is not a valid user name: use letters, digits, '.', '_', '@' or '-'.") from None
     if added:
+        approval = f" (asked for by {approved}, approved by {by})" if approved else ""
         await store.append_audit(
-            conn, action=AuditAction.ROLE_GRANTED, actor=by, request_id=None, reason=f"{name} granted {role}"
+            conn, action=AuditAction.ROLE_GRANTED, actor=by, request_id=None, reason=f"{name} granted {role}{approval}"
         )
+
+
+async def _second_approval(conn: asyncpg.Connection, name: str, role: str, *, by: str) -> str | None:
+    """Who asked first, when this grant is the second manager's approval; None when none is needed.
+
+    Raises NeedsSecondApproval when the role would make `name` hold two roles that check each other and no other
+    manager has asked for it yet (the caller records the ask: `record_approval_request`)."""
+    held = {r["role"] for r in await conn.fetch("SELECT role FROM user_roles WHERE name = $1", name)}
+    clash = next((pair for pair in CHECKING_ROLES if role in pair and (pair - {role}) <= held), None)
+    if role in held or clash is None:
+        return None
+    other = next(iter(clash - {role}))
+    asked = await conn.fetchval("SELECT requested_by FROM role_approvals WHERE name = $1 AND role = $2", name, role)
+    if asked is not None and asked != by and by != name:
+        await conn.execute("DELETE FROM role_approvals WHERE name = $1 AND role = $2", name, role)
+        return str(asked)
+    if asked is None:
+        message = messages.second_approval_needed(name, role, other, by)
+    elif by == name:
+        message = messages.second_approval_not_own(name, role)
+    else:
+        message = messages.second_approval_still_needed(name, role)
+    raise NeedsSecondApproval(message, name=name, role=role, asked_by=by, first_ask=asked is None)
+
+
+async def record_approval_request(pool_or_conn: asyncpg.Pool | asyncpg.Connection, ask: NeedsSecondApproval) -> None:
+    """The first manager's ask, kept (and audited) until another manager approves it by granting the same role."""
+    if not ask.first_ask:
+        return
+    async with _connection(pool_or_conn) as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            """INSERT INTO role_approvals (name, role, requested_by) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING RETURNING 1""",
+            ask.name,
+            ask.role,
+            ask.asked_by,
+        )
+        if inserted:
+            await store.append_audit(
+                conn,
+                action=AuditAction.ROLE_APPROVAL_ASKED,
+                actor=ask.asked_by,
+                request_id=None,
+                reason=f"{ask.name} to be granted {ask.role}: waiting for a second manager's approval",
+            )
 
 
 async def remove_role(conn: asyncpg.Connection, name: str, role: str | None, *, by: str) -> None:

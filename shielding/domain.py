@@ -127,6 +127,7 @@ class AuditAction(StrEnum):
     SIGNED_OUT = "signed-out"
     ROLE_GRANTED = "role-granted"
     ROLE_REMOVED = "role-removed"
+    ROLE_APPROVAL_ASKED = "role-approval-asked"
     # Someone read Temporal payloads through the Web UI's codec endpoint (who, how many, which requests).
     PAYLOADS_DECODED = "payloads-decoded"
 

@@ -244,3 +244,23 @@ CODEC_ENCODE_REFUSED = (
     "The Temporal Web UI is read-only: only the shielding service itself encrypts what it sends to Temporal."
 )
 CODEC_ORIGIN_REFUSED = "Payloads are decoded only for the Temporal Web UI of this service, not for this page."
+
+
+# ---- a second manager's approval (one person holding roles that check each other's work)
+
+
+def second_approval_needed(name: str, role: str, other: str, asked_by: str) -> str:
+    return (
+        f"{name} already holds the {other} role, so holding {role} as well needs a second manager's approval: "
+        f"{asked_by} has asked for it, and another manager must now grant {name} the {role} role to approve it."
+    )
+
+
+def second_approval_still_needed(name: str, role: str) -> str:
+    return (
+        f"You have already asked for {name} to hold the {role} role; another manager must grant it to approve it."
+    )
+
+
+def second_approval_not_own(name: str, role: str) -> str:
+    return f"{name} cannot approve their own {role} role; another manager must."

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     service_db_password: str | None = None
     dev_temporal_port: int = 7233
     dev_ui_port: int = 8233
+    # Where staff's browsers reach the Temporal Web UI, for the pages' links to a request's workflow and to a
+    # stage's list; unset: `shielding dev`'s own UI in development, no links in production.
+    temporal_ui_url: str | None = None
     max_cached_workflows: int = 1000
 
     def stack_file(self) -> Path:
@@ -86,6 +89,11 @@ class Settings(BaseSettings):
                 return {}
             return {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
         return {}
+
+    def resolved_temporal_ui_url(self) -> str | None:
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        return f"http://localhost:{self.dev_ui_port}" if self.environment == "development" else None
 
     def resolved_temporal_address(self) -> str:
         return self.temporal_address or self._stack().get("temporal_address") or "localhost:7233"

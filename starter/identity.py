@@ -199,11 +199,16 @@ class IdentityService:
         await access.require(self._pool, by.name, "users", roles=by.roles)
         access.check_user_name(name)
         password_hash = hash_password(password) if password else None
-        async with self._pool.acquire() as conn, conn.transaction():
-            await accounts.save_account(
-                conn, name, created_by=by.name, password_hash=password_hash, oidc_subject=oidc_subject
-            )
-            await access.grant_role(conn, name, role, by=by.name)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await accounts.save_account(
+                    conn, name, created_by=by.name, password_hash=password_hash, oidc_subject=oidc_subject
+                )
+                await access.grant_role(conn, name, role, by=by.name)
+        except access.NeedsSecondApproval as ask:
+            # Nothing of the change is made; the ask is kept (and audited) for another manager to approve.
+            await access.record_approval_request(self._pool, ask)
+            raise
 
     async def remove_user(self, by: Session, name: str, role: str | None = None) -> None:
         await access.require(self._pool, by.name, "users", roles=by.roles)

@@ -110,6 +110,7 @@ async def world(stack: ApiStack, db: asyncpg.Pool) -> AsyncIterator[World]:
         "manager": add_staff(boss.http, base, "mina.manager", "manager"),
         "practitioner": add_staff(boss.http, base, "priya.practitioner", "practitioner"),
         "child-protection": add_staff(boss.http, base, "cass.protection", "child-protection"),
+        "operations": add_staff(boss.http, base, "otto.operations", "operations"),
     }
     extras = {"reviewer2": add_staff(boss.http, base, "rhea.reviewer", "reviewer")}
     # The sample directory as it is shipped, through the API.
@@ -381,7 +382,10 @@ def test_every_route_needs_a_session(world: World, route: Route) -> None:
 
 
 async def test_a_reviewer_cannot_decide_or_unshield_a_request_they_took(world: World, db: asyncpg.Pool) -> None:
-    both = add_staff(world.boss.http, world.base, "dana.both", "intake", "reviewer")
+    both = add_staff(world.boss.http, world.base, "dana.both", "intake")
+    # Both roles at once: asked for by one manager, approved by another.
+    assert world.boss.http.post("/api/users", json={"name": both.name, "role": "reviewer"}).status_code == 422
+    world.team["manager"].http.post("/api/users", json={"name": both.name, "role": "reviewer"}).raise_for_status()
     (child,) = world.fresh_children()
     request_id = take_request(both.http, child.uid)["request_id"]
     before = await last_entry(db)
@@ -789,6 +793,63 @@ async def test_a_refusal_of_a_users_change_is_either_invalid_or_audited(world: W
                 unaudited.append(f"{answer.request.method} {answer.request.url.path}: {answer.json()['detail']}")
     assert not unaudited, "403s that were not audited:\n" + "\n".join(unaudited)
     assert world.team["intake"].http.get("/api/auth/me").json()["roles"] == ["intake"]
+
+
+# ------------------------------------------------------------------------------------ a second manager's approval
+
+
+@pytest.mark.parametrize(
+    ("first", "then"), [("intake", "reviewer"), ("reviewer", "intake"), ("intake", "child-protection")]
+)
+async def test_one_person_holds_roles_that_check_each_other_only_with_a_second_managers_approval(
+    world: World, db: asyncpg.Pool, first: str, then: str
+) -> None:
+    person = add_staff(world.boss.http, world.base, unique("dual"), first)
+    asker, approver = world.boss, world.team["manager"]
+    before = await last_entry(db)
+
+    asked = asker.http.post("/api/users", json={"name": person.name, "role": then})
+    assert asked.status_code == 422, asked.text
+    assert "needs a second manager's approval" in asked.json()["detail"]
+    assert person.http.get("/api/auth/me").json()["roles"] == [first]
+    ask_entries = await db.fetch(
+        "SELECT actor, reason FROM audit_log WHERE entry_id > $1 AND action = 'role-approval-asked'", before
+    )
+    assert [(e["actor"], e["reason"]) for e in ask_entries] == [
+        (asker.name, f"{person.name} to be granted {then}: waiting for a second manager's approval")
+    ]
+    # The same manager again is not a second approval.
+    again = asker.http.post("/api/users", json={"name": person.name, "role": then})
+    assert again.status_code == 422 and "already asked" in again.json()["detail"], again.text
+    assert person.http.get("/api/auth/me").json()["roles"] == [first]
+
+    approved = approver.http.post("/api/users", json={"name": person.name, "role": then})
+    assert approved.status_code == 201, approved.text
+    assert person.http.get("/api/auth/me").json()["roles"] == sorted({first, then})
+    granted = await db.fetchval(
+        "SELECT reason FROM audit_log WHERE entry_id > $1 AND action = 'role-granted' AND actor = $2",
+        before,
+        approver.name,
+    )
+    assert granted == f"{person.name} granted {then} (asked for by {asker.name}, approved by {approver.name})"
+
+
+async def test_roles_that_do_not_check_each_other_need_no_second_approval(world: World) -> None:
+    person = add_staff(world.boss.http, world.base, unique("plain"), "intake")
+    answer = world.boss.http.post("/api/users", json={"name": person.name, "role": "practitioner"})
+    assert answer.status_code == 201, answer.text
+    assert person.http.get("/api/auth/me").json()["roles"] == ["intake", "practitioner"]
+
+
+async def test_a_manager_cannot_approve_their_own_clashing_role(world: World) -> None:
+    """A manager who also takes calls cannot be the second approval of their own reviewer role."""
+    person = add_staff(world.boss.http, world.base, unique("self"), "manager")
+    world.boss.http.post("/api/users", json={"name": person.name, "role": "intake"}).raise_for_status()
+    asked = world.boss.http.post("/api/users", json={"name": person.name, "role": "reviewer"})
+    assert asked.status_code == 422, asked.text
+    own = person.http.post("/api/users", json={"name": person.name, "role": "reviewer"})
+    assert own.status_code == 422 and "cannot approve their own" in own.json()["detail"], own.text
+    assert "reviewer" not in person.http.get("/api/auth/me").json()["roles"]
 
 
 # ------------------------------------------------------------------------------------ database roles

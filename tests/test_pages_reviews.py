@@ -817,13 +817,22 @@ async def test_a_manager_adds_a_user_with_a_role_and_removes_a_role(
         await expect(row).to_contain_text("Reviewer")
         await expect(row).to_contain_text("Password")
 
-        # Another role for the same person (no new password).
+        # Intake as well as reviewer would let one person check their own work: a second manager must approve it.
         await page.get_by_label("User name").fill(newcomer)
         await page.get_by_label("Intake officer", exact=True).check()
         await page.get_by_role("button", name="Add user").click()
         await page.wait_for_load_state()
+        await expect(page.locator("#role-error")).to_contain_text("needs a second manager's approval")
+        await expect(page.locator(".govuk-notification-banner--success")).to_have_count(0)
+        await check_accessibility(page)
+
+        # Another role for the same person (no new password).
+        await page.get_by_label("User name").fill(newcomer)
+        await page.get_by_label("Practitioner", exact=True).check()
+        await page.get_by_role("button", name="Add user").click()
+        await page.wait_for_load_state()
         await expect(page.locator(".govuk-notification-banner--success")).to_contain_text(
-            f"{newcomer} now has the intake officer role."
+            f"{newcomer} now has the practitioner role."
         )
 
         await row.get_by_role("button", name=f"Remove the reviewer role from {newcomer}").click()
@@ -832,11 +841,11 @@ async def test_a_manager_adds_a_user_with_a_role_and_removes_a_role(
             f"{newcomer} no longer has the reviewer role."
         )
         await expect(row).not_to_contain_text("Reviewer")
-        await expect(row).to_contain_text("Intake officer")
+        await expect(row).to_contain_text("Practitioner")
         await check_accessibility(page)
 
     roles = await pool.fetch("SELECT role FROM user_roles WHERE name = $1", newcomer)
-    assert [r["role"] for r in roles] == ["intake"]
+    assert [r["role"] for r in roles] == ["practitioner"]
     audited = await pool.fetch(
         "SELECT action, reason FROM audit_log WHERE actor = $1 AND reason LIKE $2 ORDER BY entry_id",
         staff.manager,
@@ -844,7 +853,8 @@ async def test_a_manager_adds_a_user_with_a_role_and_removes_a_role(
     )
     assert [(a["action"], a["reason"]) for a in audited] == [
         ("role-granted", f"{newcomer} granted reviewer"),
-        ("role-granted", f"{newcomer} granted intake"),
+        ("role-approval-asked", f"{newcomer} to be granted intake: waiting for a second manager's approval"),
+        ("role-granted", f"{newcomer} granted practitioner"),
         ("role-removed", f"{newcomer} lost reviewer"),
     ]
     # The new account signs in with the password it was given.
@@ -853,7 +863,7 @@ async def test_a_manager_adds_a_user_with_a_role_and_removes_a_role(
         await page.get_by_label("User name").fill(newcomer)
         await page.get_by_label("Password", exact=True).fill("a-long-enough-passphrase")
         await page.get_by_role("button", name="Sign in", exact=True).click()
-        await expect(page.locator(".app-signed-in-bar")).to_contain_text(f"Signed in as {newcomer} (intake officer)")
+        await expect(page.locator(".app-signed-in-bar")).to_contain_text(f"Signed in as {newcomer} (practitioner)")
 
 
 async def test_the_audit_page_shows_a_requests_entries_and_the_chain_is_intact(

@@ -367,3 +367,22 @@ async def test_hostile_sign_in_text_is_a_failed_sign_in_not_a_fault(app: Running
     assert answer.status_code == 200
     assert "There is a problem" in answer.text and SIGN_IN_FAILED in answer.text
     assert SESSION_COOKIE not in answer.cookies
+
+
+async def test_an_address_no_page_answers_is_a_page_not_found_page_and_the_api_keeps_json(
+    browser: Browser, app: RunningApp, intake_officer: str
+) -> None:
+    async with browser_page(browser, app.url) as (page, _):
+        await sign_in(page, intake_officer, PASSWORD)
+        answer = await page.goto("/no-such-page")
+        assert answer is not None and answer.status == 404
+        assert answer.headers["cache-control"] == "no-store"
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+        await expect(page.get_by_role("main")).to_contain_text("check it is correct")
+        await check_accessibility(page)
+        await save_screenshot(page, "page-not-found")
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        signed_out = await http.get("/requests/SR-ABCDEFGHJKLM/nothing-here")
+        assert signed_out.status_code == 404 and "Page not found" in signed_out.text
+        api = await http.get("/api/no-such-route")
+        assert api.status_code == 404 and api.headers["content-type"].startswith("application/json")

@@ -63,7 +63,13 @@ async def apply_group_roles(pool: asyncpg.Pool, oidc: OidcClient, who: VerifiedI
         else:
             name = account.name
         for role in sorted(mapped):
-            await access.grant_role(conn, name, role, by=SSO_ACTOR)
+            try:
+                async with conn.transaction():  # a savepoint: a role needing approval leaves the rest
+                    await access.grant_role(conn, name, role, by=SSO_ACTOR)
+            except access.NeedsSecondApproval as ask:
+                # A group mapping cannot stand in for a manager's approval: asked for, not granted.
+                await access.record_approval_request(conn, ask)
+                log.warning("oidc role needs approval", name=name, role=role)
         granted_before = await conn.fetch(
             "SELECT role FROM user_roles WHERE name = $1 AND added_by = $2", name, SSO_ACTOR
         )

@@ -19,11 +19,11 @@ import asyncpg
 import uvicorn
 from fastapi import APIRouter
 
-from shielding import access
 from shielding.processes import free_ports
 from shielding.settings import Settings
 from shielding.store import accounts
 from starter.identity import hash_password
+from tests.helpers.people import grant_as_two_managers
 from web.app import create_app
 
 START_TIMEOUT_SECONDS = 60.0
@@ -95,5 +95,5 @@ async def add_staff(pool: asyncpg.Pool, name: str, password: str, *roles: str, b
     async with pool.acquire() as conn, conn.transaction():
         await accounts.save_account(conn, name, created_by=by, password_hash=password_hash, oidc_subject=None)
         for role in roles:
-            await access.grant_role(conn, name, role, by=by)
+            await grant_as_two_managers(conn, name, role, by=by)
     return name

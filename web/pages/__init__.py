@@ -14,9 +14,12 @@ Adding a page:
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException
 
 from web.pages import audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
+from web.pages.routing import page_not_found
 from web.pages.static import mount_assets
 
 PAGE_ROUTERS = (
@@ -32,7 +35,18 @@ PAGE_ROUTERS = (
 )
 
 
+# Addresses whose callers are programs: an unknown one there answers the API's JSON, not a page.
+PROGRAM_PREFIXES = ("/api/", "/codec/", "/auth/", "/healthz", "/readyz", "/metrics", "/assets/")
+
+
 def install_pages(app: FastAPI) -> None:
     mount_assets(app)
     for router in PAGE_ROUTERS:
         app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def not_a_page(request: Request, err: HTTPException) -> Response:
+        """An address no route answers, typed or followed by a person: the "Page not found" page."""
+        if err.status_code in (404, 405) and not request.url.path.startswith(PROGRAM_PREFIXES):
+            return page_not_found(request)
+        return await http_exception_handler(request, err)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Form, Request, Response
 
-from shielding.access import ROLES, AccessDenied
+from shielding.access import ROLES, AccessDenied, InvalidChange, NeedsSecondApproval
 from shielding.store import break_glass as break_glass_store
 from starter.identity import MIN_PASSWORD_LENGTH, Session
 from web.deps import PartsDep
@@ -38,6 +38,7 @@ ROLE_HINTS = {
     "manager": "Manages staff accounts, investigates break-glass alerts, imports records.",
     "practitioner": "Finds children in the directory. Sees only the names of a shielded child.",
     "child-protection": "Decides reviews, and can see a shielded record's withheld details (break-glass).",
+    "operations": "Runs the service: reads the workflows in the Temporal Web UI, decoded through this service.",
 }
 
 
@@ -116,8 +117,10 @@ async def add_user(
     if not problems:
         try:
             await p.identity.add_user(session, name, role, password=password or None, oidc_subject=subject or None)
-        except AccessDenied as err:
-            problems.add("name", str(err)[:1].upper() + str(err)[1:])
+        except (AccessDenied, InvalidChange) as err:
+            problems.add(
+                "role" if isinstance(err, NeedsSecondApproval) else "name", str(err)[:1].upper() + str(err)[1:]
+            )
     if problems:
         values = {"name": name[:64], "role": role if role in ROLES else "", "subject": subject[:MAX_SUBJECT]}
         return await _users_page(request, p, session, errors=problems, values=values)

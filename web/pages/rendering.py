@@ -42,6 +42,7 @@ ROLE_LABELS = {
     "manager": "manager",
     "practitioner": "practitioner",
     "child-protection": "child protection officer",
+    "operations": "operations officer",
 }
 
 _GOVUK_TEMPLATES = str(Path(govuk_frontend_jinja.__file__).resolve().parent / "templates")

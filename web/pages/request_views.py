@@ -154,8 +154,9 @@ def status_history(status: RequestStatus, record: RequestRecord | None) -> list[
 
 
 def temporal_ui_link(settings: Settings, request_id: str) -> str | None:
-    """The request's workflow in the development Temporal Web UI (`shielding dev`); none in production."""
-    if settings.environment == "production":
+    """The request's workflow in the Temporal Web UI (`SHIELDING_TEMPORAL_UI_URL`, or `shielding dev`'s own)."""
+    base = settings.resolved_temporal_ui_url()
+    if base is None:
         return None
     namespace = quote(settings.temporal_namespace, safe="")
-    return f"http://localhost:{settings.dev_ui_port}/namespaces/{namespace}/workflows/{quote(request_id, safe='')}"
+    return f"{base}/namespaces/{namespace}/workflows/{quote(request_id, safe='')}"

@@ -201,14 +201,15 @@ def _pagination(filters: QueueFilters, total: int) -> dict[str, Any] | None:
 
 
 def temporal_ui_url(settings: Settings, statuses: tuple[QueueStatus, ...]) -> str | None:
-    """The same requests in the Temporal Web UI (`ShieldingStage` filter), for operations staff; development only,
-    where the UI's address is known (`shielding dev` serves it on `SHIELDING_DEV_UI_PORT`)."""
-    if settings.environment != "development":
+    """The same requests in the Temporal Web UI (`ShieldingStage` filter), for operations staff, where the UI's
+    address is known (`SHIELDING_TEMPORAL_UI_URL`, or `shielding dev`'s own on `SHIELDING_DEV_UI_PORT`)."""
+    base = settings.resolved_temporal_ui_url()
+    if base is None:
         return None
     stages = sorted({TEMPORAL_STAGES[s] for s in statuses or tuple(QueueStatus)})
     query = " OR ".join(f'ShieldingStage="{stage}"' for stage in stages)
     namespace = quote(settings.temporal_namespace, safe="")
-    return f"http://localhost:{settings.dev_ui_port}/namespaces/{namespace}/workflows?query={quote(query, safe='')}"
+    return f"{base}/namespaces/{namespace}/workflows?query={quote(query, safe='')}"
 
 
 def _banner(decision: review_store.Decision | None, request_id: str, session: Session) -> dict[str, str] | None:

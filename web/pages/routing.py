@@ -49,6 +49,16 @@ def _problem(request: Request, status_code: int, heading: str, *paragraphs: str)
     return render(request, "problem.html", status_code=status_code, heading=heading, paragraphs=paragraphs)
 
 
+def page_not_found(request: Request) -> Response:
+    return _problem(
+        request,
+        404,
+        "Page not found",
+        "If you typed the web address, check it is correct.",
+        "If you pasted the web address, check you copied the entire address.",
+    )
+
+
 def _access_denied(request: Request, err: AccessDenied) -> Response:
     action = err.action if isinstance(err, PageAccessDenied) else None
     session = signed_in(request)
@@ -78,7 +88,7 @@ def _page_for(request: Request, err: Exception) -> Response:  # noqa: C901 - one
     if isinstance(err, AccessDenied):
         return _access_denied(request, err)
     if isinstance(err, HTTPException) and err.status_code == 404:
-        return _problem(request, 404, "Page not found", "If you typed the web address, check it is correct.")
+        return page_not_found(request)
     if isinstance(err, HTTPException):
         raise err
     if isinstance(err, RequestValidationError):
