@@ -160,7 +160,7 @@ async def start_web(stack: Stack, settings: Settings, temporal_address: str) -> 
             if not managed.alive():
                 raise RuntimeError(f"the web service exited early:\n{managed.log_tail()}")
             try:
-                if (await client.get("/healthz")).status_code == 200:
+                if (await client.get("/readyz")).status_code == 200:
                     return WebServer(managed, url)
             except httpx.TransportError:
                 pass

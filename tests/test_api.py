@@ -326,6 +326,7 @@ def test_the_table_covers_every_route_and_permission(stack: ApiStack) -> None:
         "GET /auth/oidc/login",
         "GET /auth/oidc/callback",
         "GET /healthz",
+        "GET /readyz",
     }
     assert declared - apart == covered, "a new route: add it to ROUTES (who may call it) or to `apart`"
     assert {r.action for r in ROUTES if r.action} == set(access.PERMISSIONS)
@@ -689,6 +690,7 @@ def test_every_response_says_no_store(world: World) -> None:
     with client(world.base) as anonymous:
         answers = [
             anonymous.get("/healthz"),
+            anonymous.get("/readyz"),
             anonymous.get("/api/openapi.json"),
             anonymous.get("/api/docs"),
             anonymous.get("/api/no-such-route"),
@@ -697,7 +699,9 @@ def test_every_response_says_no_store(world: World) -> None:
         ]
     answers.append(world.team["practitioner"].http.get("/api/children/NO-SUCH-CHILD"))
     answers.append(world.team["practitioner"].http.get("/api/children"))
-    assert [a.status_code for a in answers] == [200, 200, 200, 404, 422, 401, 422, 422]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 404, 422, 401, 422, 422]
+    assert answers[0].json() == {"status": "alive"}
+    assert answers[1].json() == {"status": "ok", "failing": []}
     for answer in answers:
         assert answer.headers["cache-control"] == "no-store"
         assert answer.headers["x-content-type-options"] == "nosniff"

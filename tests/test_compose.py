@@ -212,7 +212,7 @@ def test_only_the_migration_connects_as_the_database_owner(services: dict[str, d
 def test_the_web_service_is_served_with_a_health_check(services: dict[str, dict[str, Any]]) -> None:
     web = services[WEB]
     assert command_list(web) == ["shielding", "serve"]
-    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+    assert "/readyz" in " ".join(web["healthcheck"]["test"])
     assert environment(web)["SHIELDING_WEB_HOST"] == "0.0.0.0"
     assert depends(web) == {MIGRATE: COMPLETED, ADMIN_TOOLS: COMPLETED}
 
