@@ -229,6 +229,7 @@ def action_stale(minutes: int) -> str:
 def intake_unauthenticated(refusal: str) -> str:
     return f"{refusal} Nothing has been shielded; take the call again as a new request."
 
+
 # ------------------------------------------------------------------------------- Temporal payloads
 
 PAYLOAD_PLAINTEXT = (
@@ -257,9 +258,7 @@ def second_approval_needed(name: str, role: str, other: str, asked_by: str) -> s
 
 
 def second_approval_still_needed(name: str, role: str) -> str:
-    return (
-        f"You have already asked for {name} to hold the {role} role; another manager must grant it to approve it."
-    )
+    return f"You have already asked for {name} to hold the {role} role; another manager must grant it to approve it."
 
 
 def second_approval_not_own(name: str, role: str) -> str:

@@ -1,7 +1,7 @@
 """Health for the compose file, load balancers and operations staff.
 
-    GET /healthz   alive: the process serves requests (a restart is the cure when it does not)
-    GET /readyz    ready: the database and Temporal answer (send it no traffic until they do)
+GET /healthz   alive: the process serves requests (a restart is the cure when it does not)
+GET /readyz    ready: the database and Temporal answer (send it no traffic until they do)
 """
 
 from __future__ import annotations
