@@ -147,8 +147,10 @@ async def target(stack: ApiStack) -> Target:
     base = stack.web_url
     await bootstrap_manager(stack.database_url, "fuzz.boss")
     with client(base, token=sign_in(base, "fuzz.boss", password_for("fuzz.boss"))) as boss:
-        everything = add_staff(boss, base, "fuzz.everything", *ROLES)
+        second = add_staff(boss, base, "fuzz.second", "manager")
+        everything = add_staff(boss, base, "fuzz.everything", *ROLES, approver=second.http)
         everything.http.close()
+        second.http.close()
         import_children(boss, [make_child(uid=f"CP-{n:04d}-FZ") for n in range(5)])
     return Target(stack, base, everything.token, everything.name)
 

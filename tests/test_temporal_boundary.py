@@ -457,11 +457,21 @@ async def test_the_codec_endpoint_decodes_only_for_managers_and_audits_each_deco
             )
             assert refused.status_code == 403, role
             assert canary not in refused.text and '"payloads"' not in refused.text
-            assert refused.json()["detail"].endswith("may not decode payloads; that needs the role manager")
+            assert refused.json()["detail"].endswith(
+                "may not decode payloads; that needs the role manager or operations"
+            )
             denied = await pool.fetchval(
                 "SELECT details->>'attempted' FROM audit_log WHERE actor = $1 AND action = 'unauthorised'", name
             )
             assert denied == "decode payloads"
+
+        # The operations staff who run the service decode too.
+        _, ops_token = await staff(pool, web, "operations")
+        by_operations = await http.post(
+            "/codec/decode", content=posted, headers={**headers, "Authorization": f"Bearer {ops_token}"}
+        )
+        assert by_operations.status_code == 200, by_operations.text
+        assert canary.encode() in list(json_format.Parse(by_operations.text, Payloads()).payloads)[0].data
 
         manager, token = await staff(pool, web, "manager")
         answer = await http.post(
