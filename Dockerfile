@@ -45,7 +45,8 @@ RUN pip install . \
 
 RUN groupadd --system --gid 10001 shielding \
     && useradd --system --uid 10001 --gid shielding --create-home --home-dir /home/shielding \
-        --shell /usr/sbin/nologin shielding
+        --shell /usr/sbin/nologin shielding \
+    && install -d -o shielding -g shielding -m 0700 /var/lib/shielding/anchor
 
 USER shielding
 WORKDIR /home/shielding

@@ -7,12 +7,12 @@ atomically, so no other user ever sees a token, not even half of one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from shielding.secrets import write_secret_file
 from shielding.settings import Settings
 
 
@@ -45,20 +45,7 @@ def load(settings: Settings) -> SavedSession | None:
 def save(settings: Settings, session: SavedSession) -> Path:
     path = credentials_path(settings)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # left by a crashed run of this same process id
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(session.model_dump_json().encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_secret_file(path, session.model_dump_json(), replace=True)
     return path
 
 

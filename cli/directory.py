@@ -75,7 +75,23 @@ def view(
             record = _override(ctx, uid, reason or "", password_stdin)
         else:
             record = ctx.get(f"/api/children/{segment(uid)}")
-    emit(as_json, record, break_glass_record(record) if override else child_record(record))
+    emit(as_json, record, break_glass_record(record) if override else _record_lines(record))
+
+
+WITHHELD = "WITHHELD (shared with a record that is shielded)"
+
+
+def _record_lines(record: dict[str, Any]) -> list[str]:
+    """A record's lines; an address and carers withheld because a record sharing them is shielded say so."""
+    lines = child_record(record)
+    if not record.get("withheld"):
+        return lines
+    return [
+        f"{line.split(':', 1)[0]}:{' ' * (15 - len(line.split(':', 1)[0]))}{WITHHELD}"
+        if line.startswith(("address:", "carers:"))
+        else line
+        for line in lines
+    ]
 
 
 def _date_of_birth(text: str | None) -> date | None:
@@ -98,9 +114,13 @@ def search(
     school: Annotated[str | None, typer.Option(help="School (never matches a shielded record).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Find children; a shielded record is found only through the fields it shows."""
-    if not any([given_name, family_name, date_of_birth, gender, postcode, school]):
-        raise CommandError("give at least one search field")
+    """Find children by a name and a date of birth (at most a page); gender, postcode and school only narrow it,
+    and a shielded record is found only through the fields it shows."""
+    if not (given_name or family_name) or not date_of_birth:
+        raise CommandError(
+            "give a name (--given-name or --family-name) and --date-of-birth; --gender, --postcode and --school "
+            "only narrow a search"
+        )
     dob = _date_of_birth(date_of_birth)
     if gender and gender not in set(Gender):
         raise CommandError("gender must be female, male, other or unknown")
@@ -114,4 +134,8 @@ def search(
             postcode=postcode,
             school=school,
         )
-    emit(as_json, {"results": found["results"]}, search_results(found["results"]))
+    more = bool(found.get("more"))
+    lines = search_results(found["results"])
+    if more:
+        lines.append(f"more than {len(found['results'])} match: add the given name or gender to narrow the search")
+    emit(as_json, {"results": found["results"], "more": more}, lines)

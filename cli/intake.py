@@ -16,6 +16,18 @@ from cli.render import acknowledgement, emit, iso
 from shielding.domain import REQUEST_ID_PATTERN, FormOutcome, IntakeAcknowledgement
 from shielding.settings import get_settings
 from starter import IntakeDraft, Refusal
+from starter.validation import RelatedDraft
+
+
+def related_decisions(added: list[str], not_added: list[str]) -> list[RelatedDraft]:
+    """--add-related UID and --not-related UID=REASON as the service's decisions about related records."""
+    decisions = [RelatedDraft(uid=uid.strip(), decision="added") for uid in added]
+    for item in not_added:
+        uid, sep, reason = item.partition("=")
+        if not sep or not uid.strip() or not reason.strip():
+            raise CommandError("--not-related needs UID=REASON (the record's uid, then why it is not added)")
+        decisions.append(RelatedDraft(uid=uid.strip(), decision="not-added", reason=reason.strip()))
+    return decisions
 
 
 @app.command()
@@ -36,9 +48,28 @@ def request(
     request_id: Annotated[
         str | None, typer.Option(help="Repeat an unconfirmed intake under the request id it was given.")
     ] = None,
+    add_related: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--add-related",
+            help="A record sharing an address or a carer with a child: add it (siblings/family members). Repeatable.",
+        ),
+    ] = None,
+    not_related: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--not-related",
+            metavar="UID=REASON",
+            help="A record sharing an address or a carer with a child, not added, and why. Repeatable.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Take a shielding request by phone; returns once every child is shielded."""
+    """Take a shielding request by phone; returns once every child is shielded.
+
+    Every record that shares an address or a carer with a child in the request needs a decision: the service
+    names them, then --add-related UID or --not-related UID=REASON for each.
+    """
     draft = IntakeDraft(
         children=child,
         criteria=criterion,
@@ -50,6 +81,7 @@ def request(
         requestor_phone=requestor_phone,
         requestor_email=requestor_email,
         called_at=called_at,
+        related_records=related_decisions(add_related or [], not_related or []),
     )
     if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
         raise CommandError(f"{request_id!r} is not a shielding request id (they look like SR-ABCDEFGH2345)")

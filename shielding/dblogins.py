@@ -6,14 +6,13 @@ role must give a password (scram-sha-256). Passwords live under the data dir in 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from shielding.secrets import read_or_create_secret
 
 SERVICE_ROLE = "shielding_service"
 HBA_RULES = """# Written by `shielding dev`: the superuser only through the private socket (the server manages itself),
@@ -25,11 +24,7 @@ local   all   all        scram-sha-256
 
 def secret_file(path: Path, make: str | None = None) -> str:
     """Read a secret file, creating it 0600 (from the first byte) with a new random value when missing."""
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write((make or secrets.token_urlsafe(32)) + "\n")
-    return path.read_text().strip()
+    return read_or_create_secret(path, make)
 
 
 def _with_login(superuser_url: str, role: str, password: str) -> str:

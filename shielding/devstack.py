@@ -21,8 +21,10 @@ from types import FrameType
 from typing import Any
 
 from shielding.action_auth import ensure_dev_action_keys
+from shielding.audit_signing import ensure_dev_audit_keys
 from shielding.codec import generate_key_spec
 from shielding.processes import ManagedProcess, ProcessFailed, port_free
+from shielding.secrets import write_secret_file
 from shielding.settings import ConfigurationError, Settings
 from shielding.temporal import dev_server_command
 
@@ -34,10 +36,9 @@ def _say(message: str) -> None:
 
 
 def ensure_encryption_keys(data_dir: Path) -> Path:
+    """`<data_dir>/encryption.keys`, made with a new key if missing: readable by its owner only from the start."""
     path = data_dir / "encryption.keys"
-    if not path.exists():
-        path.write_text(generate_key_spec("dev-" + time.strftime("%Y%m%d")) + "\n")
-        path.chmod(0o600)
+    write_secret_file(path, generate_key_spec("dev-" + time.strftime("%Y%m%d")) + "\n")
     return path
 
 
@@ -61,6 +62,7 @@ class DevStack:
         ensure_encryption_keys(self.data_dir)
         # The worker and the web service read these from the data dir (development only).
         ensure_dev_action_keys(self.data_dir)
+        ensure_dev_audit_keys(self.data_dir)
         superuser_url = self._start_postgres()
         _say("postgres: up")
         from shielding import store
@@ -107,7 +109,6 @@ class DevStack:
 
     def _write_stack_file(self, temporal_address: str, database_url: str) -> None:
         path = self.settings.stack_file()
-        tmp = path.with_suffix(".tmp")
         stack = {
             "temporal_address": temporal_address,
             "database_url": database_url,
@@ -115,9 +116,8 @@ class DevStack:
             "namespace": self.settings.temporal_namespace,
             "pid": os.getpid(),
         }
-        tmp.write_text(json.dumps(stack))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        # It names the service's database login with its password: 0600 from creation, replaced atomically.
+        write_secret_file(path, json.dumps(stack), replace=True)
 
     def _service_env(self, temporal_address: str, database_url: str) -> dict[str, str]:
         """The worker's and the web service's settings: the service's database login, never the superuser."""

@@ -130,6 +130,14 @@ class AuditAction(StrEnum):
     ROLE_APPROVAL_ASKED = "role-approval-asked"
     # Someone read Temporal payloads through the Web UI's codec endpoint (who, how many, which requests).
     PAYLOADS_DECODED = "payloads-decoded"
+    # The retention job removed the content of a closed request's supporting documents (how many, in details).
+    DOCUMENTS_REMOVED = "documents-removed"
+    # At intake: a record sharing an address or a carer with a child in the request, added or not (and why not).
+    RELATED_RECORD_DECIDED = "related-record-decided"
+    # An import brought a record to an address or a carer that a shielded record has: reviewers are told.
+    SHARED_DETAILS_FLAGGED = "shared-details-flagged"
+    # Someone read the directory more often than the limit allows (the first refusal in each window).
+    READS_LIMITED = "reads-limited"
 
 
 def no_control_chars(value: str) -> str:

@@ -98,6 +98,12 @@ def form_accepted(request_id: str) -> str:
 FORM_RECEIVED_AUDIT = "written form and supporting documents received"
 
 
+def documents_removed_audit(count: int, days: float) -> str:
+    """The retention job's audit entry: how many documents' content it removed (their names, sizes and digests stay)."""
+    noun = "document" if count == 1 else "documents"
+    return f"{count} supporting {noun} removed, {days:g} days after the request closed (name, size and digest kept)"
+
+
 def form_receipt_subject(request_id: str) -> str:
     return f"Shielding request {request_id}: form received"
 
@@ -193,6 +199,50 @@ def duplicate_record_body(uid: str, request_id: str) -> str:
     return (
         f"A record imported into the directory (uid {uid}) matches a child shielded under request {request_id}. "
         "It has been shielded and linked to that request. Please check it."
+    )
+
+
+SHARED_DETAILS_FLAGGED_AUDIT = (
+    "an imported record shares an address or a carer with a shielded record; its address and carers are withheld"
+)
+
+
+def shared_details_subject(request_id: str) -> str:
+    return f"A record shares an address or a carer with shielding request {request_id}"
+
+
+def shared_details_body(uid: str, request_id: str) -> str:
+    return (
+        f"A record imported into the directory (uid {uid}) shares an address or a carer with a child shielded under "
+        f"request {request_id}. Its address and carers are withheld while that child is shielded. Please check "
+        "whether it should be added to the request (siblings/family members)."
+    )
+
+
+def related_records_undecided(records: list[tuple[str, str]]) -> str:
+    """At intake: (uid, name) of each record that shares an address or a carer and has no decision yet. Names
+    are identity fields, which an intake officer may see; never an address."""
+    named = [f"{uid} {name}" for uid, name in records]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    them = "it" if len(named) == 1 else "each of them"
+    return (
+        f"{listed} {'shares' if len(named) == 1 else 'share'} an address or a carer with a child in this request: "
+        f"add {them} to the request (siblings/family members) or give the reason for not adding {them}."
+    )
+
+
+RELATED_ADDED_AUDIT = "shares an address or a carer with a child in the request: added to the request"
+
+
+def related_not_added_audit(reason: str) -> str:
+    return f"shares an address or a carer with a child in the request: not added, because {reason}"
+
+
+def reads_limited(limit: int, window_seconds: int) -> str:
+    minutes = max(1, round(window_seconds / 60))
+    return (
+        f"You have made {limit} directory searches and record views in {minutes} minutes, the most allowed; "
+        "wait a few minutes before the next one."
     )
 
 

@@ -12,8 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 STACK_FILE = "stack.json"
 
@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     # Comma-separated "key-id:base64-32-byte-key" for signing staff actions sent to workflows (HMAC-SHA256);
     # the first signs, all of them verify. Held by the service and the worker, never by Temporal.
     action_keys: str | None = None
+    # Comma-separated "key-id:base64-32-byte-key" the service signs each audit entry and anchor line with
+    # (HMAC-SHA256); the first signs, all of them verify. Never stored in the database.
+    audit_keys: str | None = None
+    # The directory of the append-only anchor files (`audit.anchor`): the audit log's signed head, kept outside
+    # the database. Unset: the data dir. The web service and the worker must share it.
+    audit_anchor_dir: Path | None = None
+    # How often the worker's Temporal Schedule verifies the audit log and anchors its head.
+    audit_anchor_minutes: float = 60.0
     # The Temporal Web UI's origin: the only one allowed to call the web service's /codec endpoint.
     codec_cors_origin: str = "http://localhost:8233"
     # Mutual TLS to Temporal (`shielding certs generate`): this process's certificate and key, the CA that
@@ -42,6 +50,9 @@ class Settings(BaseSettings):
     temporal_tls_ca: Path | None = None
     temporal_tls_server_name: str | None = None
     max_document_bytes: int = 20 * 1024 * 1024
+    # Directory reads (searches and views by uid) one person may make in each window, shared by every process.
+    directory_reads_per_window: int = 60
+    directory_read_window_seconds: int = 300
     intake_timeout_seconds: float = 45.0
     # Unset: services log INFO, commands that speak to people log only warnings and errors.
     log_level: str | None = None
@@ -76,6 +87,53 @@ class Settings(BaseSettings):
     # stage's list; unset: `shielding dev`'s own UI in development, no links in production.
     temporal_ui_url: str | None = None
     max_cached_workflows: int = 1000
+    # Supporting documents of a closed request keep their content this many days after it closed, then a
+    # daily Temporal Schedule removes it (name, size and digest stay, with the time it was removed).
+    document_retention_days: float = 30.0
+    # The password of DATABASE_URL's user when the URL has none (production: from a file, below).
+    database_password: str | None = None
+    # Every secret can be read from a file (Docker secrets): SHIELDING_<NAME>_FILE, e.g. /run/secrets/<name>.
+    # Production refuses the plain variables (shielding.secrets).
+    encryption_keys_file: Path | None = None
+    action_keys_file: Path | None = None
+    audit_keys_file: Path | None = None
+    session_secret_file: Path | None = None
+    oidc_client_secret_file: Path | None = None
+    service_db_password_file: Path | None = None
+    database_password_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from shielding.secrets import refuse_plain_secrets
+
+        init_kwargs = getattr(init_settings, "init_kwargs", {})
+
+        class CheckedEnvironment(PydanticBaseSettingsSource):
+            """The environment, refused in production when it holds a secret in clear."""
+
+            def get_field_value(self, field: object, field_name: str) -> tuple[object, str, bool]:
+                return None, field_name, False
+
+            def __call__(self) -> dict[str, object]:
+                values = env_settings()
+                refuse_plain_secrets(values, init_kwargs)
+                return values
+
+        return init_settings, CheckedEnvironment(settings_cls), dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        from shielding.secrets import apply_secret_files
+
+        apply_secret_files(self)
+        return self
 
     def stack_file(self) -> Path:
         return self.data_dir / STACK_FILE
@@ -104,7 +162,9 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "No database configured: start `shielding dev`, or set DATABASE_URL to the directory database."
             )
-        return url
+        from shielding.secrets import with_password
+
+        return with_password(url, self.database_password)
 
 
 class ConfigurationError(Exception):

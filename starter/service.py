@@ -49,10 +49,11 @@ from shielding.domain import (
 from shielding.lifecycle import AcknowledgeIntake, ShieldingLifecycleInput
 from shielding.log import get_logger
 from shielding.steps import FormDocuments
+from shielding.store.directory import record_related_decisions, related_records
 from shielding.temporal import STAGE_ATTRIBUTE
 from starter.documents import Document, check_document, read_documents
 from starter.errors import IntakeTimeout, Refusal
-from starter.validation import IntakeDraft, validate_intake
+from starter.validation import IntakeDraft, decide_related, validate_intake, with_added_related
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 log = get_logger(__name__)
@@ -138,6 +139,7 @@ class ShieldingService:
     ) -> IntakeAcknowledgement:
         request_id = request_id or new_request_id()
         now = now or datetime.now(UTC)
+        draft = with_added_related(draft)
         try:
             request = validate_intake(draft, request_id=request_id, actor=actor, now=now)
         except Refusal as refusal:
@@ -151,6 +153,10 @@ class ShieldingService:
             )
             log.info("intake refused", request_id=request_id)
             raise
+        # Every record sharing an address or a carer with a child in the request: added, or not and why (asked
+        # for before anything is started; the decisions are audited, their reasons never logged).
+        decisions = decide_related(draft, request, await related_records(self._pool, request.children))
+        await record_related_decisions(self._pool, request_id, decisions, actor=actor)
         request = self._signed(request, SignedAction.INTAKE, request_id)
         start = WithStartWorkflowOperation(
             ShieldingRequestWorkflow.run,

@@ -6,24 +6,37 @@ every problem at once, except an objection in principle, which is refused on its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field, ValidationError
 
-from shielding import deadlines
+from shielding import deadlines, messages
 from shielding.domain import (
     MAX_CHILDREN_PER_REQUEST,
+    MAX_TEXT,
     OBJECTION_IN_PRINCIPLE,
     OBJECTION_IN_PRINCIPLE_EXPLANATION,
     Criterion,
     Requestor,
     RequestorType,
     ShieldingRequestInput,
+    no_control_chars,
 )
+from shielding.store.directory import RelatedDecision, RelatedRecord
 from starter.errors import Refusal
 
 # A call logged a few minutes "in the future" is clock skew between machines, not an error.
 CLOCK_SKEW = timedelta(minutes=5)
+
+
+class RelatedDraft(BaseModel):
+    """The intake officer's decision about a record that shares an address or a carer with a child in the
+    request: "added" (to the request, under siblings/family members) or "not-added" with the reason why."""
+
+    uid: str
+    decision: str
+    reason: str | None = None
 
 
 class IntakeDraft(BaseModel):
@@ -39,6 +52,7 @@ class IntakeDraft(BaseModel):
     requestor_phone: str | None = None
     requestor_email: str | None = None
     called_at: str | datetime | None = None
+    related_records: list[RelatedDraft] = Field(default_factory=list)
 
 
 _FIELD_NAMES = {
@@ -178,6 +192,62 @@ def check_requestor(draft: IntakeDraft, problems: list[str]) -> Requestor | None
         return None
 
 
+def check_related(draft: IntakeDraft, problems: list[str]) -> None:
+    for item in draft.related_records[:MAX_CHILDREN_PER_REQUEST]:
+        if item.decision not in ("added", "not-added"):
+            problems.append(f"the decision about record {item.uid!r} must be added or not-added")
+        reason = (item.reason or "").strip()
+        if len(reason) > MAX_TEXT:
+            problems.append(f"the reason for not adding record {item.uid!r} is too long")
+        else:
+            try:
+                no_control_chars(reason)
+            except ValueError:
+                problems.append(f"the reason for not adding record {item.uid!r} must not contain control characters")
+    if len(draft.related_records) > MAX_CHILDREN_PER_REQUEST:
+        problems.append(f"at most {MAX_CHILDREN_PER_REQUEST} decisions about related records can be given")
+
+
+def with_added_related(draft: IntakeDraft) -> IntakeDraft:
+    """The draft with each related record the officer added among its children, under siblings/family members."""
+    added = [d.uid.strip() for d in draft.related_records if d.decision == "added" and d.uid.strip()]
+    if not added:
+        return draft
+    children = list(dict.fromkeys([*draft.children, *added]))
+    criteria = list(draft.criteria)
+    if Criterion.SIBLING_FAMILY_MEMBER.value not in {c.strip().lower() for c in criteria}:
+        criteria.append(Criterion.SIBLING_FAMILY_MEMBER.value)
+    return draft.model_copy(update={"children": children, "criteria": criteria})
+
+
+class RelatedRecordsUndecided(Refusal):
+    """Records share an address or a carer with a child in the request and have no decision yet: the message
+    names them (uid and name) and asks for one; `records` lets a page offer the choice."""
+
+    def __init__(self, records: Sequence[RelatedRecord]) -> None:
+        super().__init__(messages.related_records_undecided([(r.uid, r.name) for r in records]))
+        self.records = list(records)
+
+
+def decide_related(
+    draft: IntakeDraft, request: ShieldingRequestInput, related: Sequence[RelatedRecord]
+) -> list[RelatedDecision]:
+    """The decision about every related record, or RelatedRecordsUndecided naming those without one (a record
+    not added needs its reason). Decisions about records that share nothing are not kept."""
+    reasons = {
+        d.uid.strip(): (d.reason or "").strip()
+        for d in draft.related_records
+        if d.decision == "not-added" and (d.reason or "").strip()
+    }
+    undecided = [r for r in related if r.uid not in reasons]
+    if undecided:
+        raise RelatedRecordsUndecided(undecided)
+    added = {d.uid.strip() for d in draft.related_records if d.decision == "added"} & set(request.children)
+    return [RelatedDecision(uid=uid, decision="added") for uid in sorted(added)] + [
+        RelatedDecision(uid=r.uid, decision="not-added", reason=reasons[r.uid]) for r in related
+    ]
+
+
 def _refused(problems: list[str]) -> Refusal:
     return Refusal("Refused: " + "; ".join(dict.fromkeys(problems)) + ".")
 
@@ -190,6 +260,7 @@ def validate_intake(draft: IntakeDraft, *, request_id: str, actor: str, now: dat
     check_contact(draft, problems)
     called_at = check_called_at(draft, now, problems)
     requestor = check_requestor(draft, problems)
+    check_related(draft, problems)
     if problems or requestor is None or called_at is None:
         raise _refused(problems)
     try:

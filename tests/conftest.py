@@ -17,12 +17,20 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from shielding import store
+from shielding.audit_signing import set_audit_signing
 from shielding.domain import ChildRecord, Gender
 from shielding.embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from shielding.settings import Settings
 from shielding.temporal import data_converter, dev_server_extra_args, register_search_attributes
 from tests.helpers.records import make_child
-from tests.helpers.servers import TEST_ACTION_KEYS, TEST_KEYS, temporal_binary
+from tests.helpers.servers import TEST_ACTION_KEYS, TEST_AUDIT_KEYS, TEST_KEYS, temporal_binary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_signing_for_tests() -> None:
+    """This process signs audit entries with the test key and anchors the session database's log in a
+    directory of its own (never the developer's `.data`)."""
+    set_audit_signing(TEST_AUDIT_KEYS, Path(tempfile.mkdtemp(prefix="shielding-anchor-")))
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +67,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         database_url=database_url,
         encryption_keys=TEST_KEYS,
         action_keys=TEST_ACTION_KEYS,
+        audit_keys=TEST_AUDIT_KEYS,
         task_queue="unused",
     )
 

@@ -199,7 +199,8 @@ def _override(w: World, who: Staff, allowed: bool) -> Call:
 
 
 def _search(w: World, who: Staff, allowed: bool) -> Call:
-    answer = who.http.get("/api/children", params={"family_name": w.shared_child.family_name})
+    named = {"family_name": w.shared_child.family_name, "date_of_birth": w.shared_child.date_of_birth.isoformat()}
+    answer = who.http.get("/api/children", params=named)
     return Call(answer, 200, lambda r: _assert([c["uid"] for c in r.json()["results"]] == [w.shared_child.uid], r))
 
 
@@ -675,12 +676,13 @@ def test_a_shielded_childs_details_are_never_shown(world: World) -> None:
         view = person.http.get(f"/api/children/{child.uid}")
         assert view.status_code == 200, view.text
         assert set(view.json()) == set(PRACTITIONER_FIELDS) and view.json()["shielded"] is True, view.text
-        found = person.http.get("/api/children", params={"family_name": child.family_name})
+        named = {"family_name": child.family_name, "date_of_birth": child.date_of_birth.isoformat()}
+        found = person.http.get("/api/children", params=named)
         assert [c["uid"] for c in found.json()["results"]] == [child.uid], found.text
         for answer in (view, found):
             for value in canary.values:
                 assert value not in answer.text, f"{role} was shown {value!r}: {answer.text}"
-        for query in ({"postcode": canary.postcode}, {"school": canary.school}):
+        for query in ({**named, "postcode": canary.postcode}, {**named, "school": canary.school}):
             hidden = person.http.get("/api/children", params=query)
             assert hidden.status_code == 200 and hidden.json()["results"] == [], hidden.text
 
@@ -717,8 +719,13 @@ LONG = "x" * 2001
     [
         (None, "POST", "/api/auth/login", {"json": {"name": NUL, "password": "x" * 12}}),
         (None, "POST", "/api/auth/session", {"json": {"name": NUL, "password": "x" * 12}}),
-        ("practitioner", "GET", "/api/children", {"params": {"family_name": NUL}}),
-        ("practitioner", "GET", "/api/children", {"params": {"postcode": NUL}}),
+        ("practitioner", "GET", "/api/children", {"params": {"family_name": NUL, "date_of_birth": "2015-03-14"}}),
+        (
+            "practitioner",
+            "GET",
+            "/api/children",
+            {"params": {"family_name": "Hartley", "date_of_birth": "2015-03-14", "postcode": NUL}},
+        ),
         ("practitioner", "GET", "/api/children/a%00b", {}),
         ("manager", "GET", "/api/audit", {"params": {"child": NUL}}),
         ("manager", "GET", "/api/audit", {"params": {"request": NUL}}),
@@ -876,7 +883,7 @@ async def test_database_roles_are_enforced_in_postgresql(world: World, stack: Ap
         assert await conn.fetchval("SELECT current_user") == "shielding_service"
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE shielding_practitioner")
-            rows = await conn.fetch("SELECT * FROM practitioner_children WHERE uid = $1", world.shared_child.uid)
+            rows = await conn.fetch("SELECT * FROM practitioner_child($1)", world.shared_child.uid)
             assert [(r["shielded"], r["address"], r["school"]) for r in rows] == [(True, None, None)]
         for statement in (
             "SELECT address FROM children",

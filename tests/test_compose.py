@@ -195,18 +195,20 @@ def test_app_environment_is_what_settings_reads(services: dict[str, dict[str, An
 def test_app_services_run_in_production_with_required_secrets(services: dict[str, dict[str, Any]]) -> None:
     for name in APP_SERVICES:
         assert environment(services[name])["SHIELDING_ENVIRONMENT"] == "production", name
+    # Keys as Docker secrets (files; compose refuses to start when one is missing), never plain variables.
     for name in (WORKER, WEB):
-        keys = environment(services[name])["SHIELDING_ENCRYPTION_KEYS"]
-        assert keys.startswith("${SHIELDING_ENCRYPTION_KEYS:?"), f"{name} must refuse to start without keys"
-    assert "SHIELDING_ENCRYPTION_KEYS" not in environment(services[MIGRATE]), "the migration needs no keys"
-    for name in (WORKER, WEB):
-        assert environment(services[name])["SHIELDING_ACTION_KEYS"].startswith("${SHIELDING_ACTION_KEYS:?"), name
+        env = environment(services[name])
+        assert env["SHIELDING_ENCRYPTION_KEYS_FILE"] == "/run/secrets/encryption-keys", name
+        assert env["SHIELDING_ACTION_KEYS_FILE"] == "/run/secrets/action-keys", name
+        assert "SHIELDING_ENCRYPTION_KEYS" not in env and "SHIELDING_ACTION_KEYS" not in env, name
+    assert "SHIELDING_ENCRYPTION_KEYS_FILE" not in environment(services[MIGRATE]), "the migration needs no keys"
 
 
 def test_only_the_migration_connects_as_the_database_owner(services: dict[str, dict[str, Any]]) -> None:
-    assert environment(services[MIGRATE])["DATABASE_URL"].startswith("postgresql://shielding:")
+    # The user in the URL; its password from a Docker secret (SHIELDING_DATABASE_PASSWORD_FILE).
+    assert environment(services[MIGRATE])["DATABASE_URL"].startswith("postgresql://shielding@")
     for name in (WORKER, WEB):
-        assert environment(services[name])["DATABASE_URL"].startswith("postgresql://shielding_service:"), name
+        assert environment(services[name])["DATABASE_URL"].startswith("postgresql://shielding_service@"), name
 
 
 def test_the_web_service_is_served_with_a_health_check(services: dict[str, dict[str, Any]]) -> None:

@@ -898,7 +898,7 @@ async def test_the_audit_page_shows_a_requests_entries_and_the_chain_is_intact(
         await save_screenshot(page, "audit-request")
 
         await page.goto(f"/audit?child={child.uid}")
-        await expect(page.get_by_role("heading", name=f"2 entries for record {child.uid}")).to_be_visible()
+        await expect(page.get_by_role("heading", name=f"3 entries for record {child.uid}")).to_be_visible()
 
         await page.get_by_role("button", name="Check the audit log").click()
         await page.wait_for_load_state()

@@ -230,6 +230,9 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
         await env.shutdown()
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
 
+    # This database's own anchor file (the session's belongs to the session's database).
+    anchor = tmp_path / "audit.anchor"
+
     # The move, then the rest of the migrations, as `shielding dev` does on its next start.
     pg = start_embedded_postgres(pgdata, cleanup="stop")
     try:
@@ -251,10 +254,17 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
                 assert row["shield_request_id"] == ack.request_id
                 view = await store.view_child(pool, child.uid)
                 assert view is not None and view["shielded"] and "address" not in view
-                found = await store.search_children(pool, store.ChildSearch(postcode=child.address.postcode))
+                found = await store.search_children(
+                    pool,
+                    store.ChildSearch(
+                        family_name=child.family_name,
+                        date_of_birth=child.date_of_birth,
+                        postcode=child.address.postcode,
+                    ),
+                )
                 assert child.uid not in {r["uid"] for r in found}
                 assert [tuple(r) for r in await pool.fetch(AUDIT_ROWS, ack.request_id)] == audit_before
-                assert (await store.verify_chain(pool)).intact
+                assert (await store.verify_chain(pool, anchor_path=anchor)).intact
                 # (b) the lifecycle resumes: its status answers, and the form it sleeps for is accepted.
                 async with running_worker(env.client, pool, settings, task_queue):
                     service = ShieldingService(
@@ -267,7 +277,7 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
                     assert outcome.accepted, outcome.message
                     status = await service.status(ack.request_id)
                     assert status.stage == Stage.SHIELDED and status.form_received_at is not None
-                assert (await store.verify_chain(pool)).intact
+                assert (await store.verify_chain(pool, anchor_path=anchor)).intact
         finally:
             await env.shutdown()
     finally:

@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shielding import store
 from shielding.action_auth import action_keys_from_settings
+from shielding.audit_signing import configure_audit_signing
 from shielding.settings import Settings
+from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
 from starter import ShieldingService
 from starter.identity import IdentityService
@@ -42,6 +44,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def build_parts(settings: Settings) -> Parts:
     oidc_parts = oidc_client(settings)  # first: a misconfiguration stops the start before anything connects
+    configure_audit_signing(settings)  # the audit key (required in production) and the anchor directory
+    configure_document_keys(DocumentKeys.from_settings(settings))  # documents are sealed at rest with these
     pool = await store.create_pool(settings.resolved_database_url(), max_size=10)
     client = await connect(settings)
     service = ShieldingService(

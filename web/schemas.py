@@ -42,6 +42,14 @@ class Me(BaseModel):
     auth_method: str
 
 
+class RelatedRecord(Body):
+    """A decision about a record that shares an address or a carer with a child in the request."""
+
+    uid: str = Field(max_length=64)
+    decision: Literal["added", "not-added"]
+    reason: Reason | None = Field(default=None, description="Why it is not added (needed for not-added)")
+
+
 class Intake(Body):
     """What the intake officer took down on the call (checked by the service, every problem named)."""
 
@@ -56,6 +64,11 @@ class Intake(Body):
     requestor_email: str | None = None
     called_at: str | None = Field(default=None, description="ISO 8601 with its UTC offset; now when absent")
     request_id: str | None = Field(default=None, description="Repeat an unconfirmed intake under its request id")
+    related_records: list[RelatedRecord] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Every record sharing an address or a carer with a child in the request: added, or not and why",
+    )
 
 
 class Review(Body):

@@ -12,12 +12,20 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.audit_anchor import AuditAnchorActivities
+from activities.document_retention import DocumentRetentionActivities
 from activities.shielding import ShieldingActivities
 from shielding import store
 from shielding.action_auth import action_keys_from_settings, configure_action_keys
+from shielding.audit_signing import configure_audit_signing
 from shielding.log import configure_logging, get_logger
-from shielding.settings import Settings, get_settings
+from shielding.settings import ConfigurationError, Settings, get_settings
+from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
+from worker.audit_schedule import ensure_anchor_schedule
+from worker.retention_schedule import ensure_retention_schedule
+from workflows.audit_anchor import AnchorAuditWorkflow
+from workflows.document_retention import DocumentRetentionWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 log = get_logger(__name__)
@@ -31,15 +39,39 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, activities: ShieldingActivities, settings: Settings, **overrides: object) -> Worker:
+def build_worker(
+    client: Client,
+    activities: ShieldingActivities,
+    settings: Settings,
+    *,
+    audit_anchor: AuditAnchorActivities | None = None,
+    document_retention: DocumentRetentionActivities | None = None,
+    **overrides: object,
+) -> Worker:
     # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
     # Raises ConfigurationError, before anything runs, when production has none.
     configure_action_keys(action_keys_from_settings(settings))
+    # The audit key every entry is signed with and the anchor directory (the key is required in production).
+    configure_audit_signing(settings)
+    # The keys documents are sealed with at rest (the payloads' keys); without any, the first document says so.
+    try:
+        configure_document_keys(DocumentKeys.from_settings(settings))
+    except ConfigurationError:
+        if settings.environment == "production":
+            raise
+    workflows: list[type] = [ShieldingRequestWorkflow]
+    registered = activities.all()
+    if audit_anchor is not None:  # the scheduled check of the audit log (run_worker; tests that test it)
+        workflows.append(AnchorAuditWorkflow)
+        registered = [*registered, *audit_anchor.all()]
+    if document_retention is not None:  # the nightly removal of closed requests' documents (run_worker; tests)
+        workflows.append(DocumentRetentionWorkflow)
+        registered = [*registered, *document_retention.all()]
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
-        "workflows": [ShieldingRequestWorkflow],
+        "workflows": workflows,
         "workflow_runner": workflow_runner(),
-        "activities": activities.all(),
+        "activities": registered,
         "max_cached_workflows": settings.max_cached_workflows,
         "graceful_shutdown_timeout": timedelta(seconds=10),
     }
@@ -56,9 +88,23 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
         loop.add_signal_handler(sig, stop.set)
     client = await connect(settings)
     async with store.pool_for(settings.resolved_database_url(), max_size=10) as pool:
-        worker = build_worker(client, ShieldingActivities(pool), settings)
+        retention = DocumentRetentionActivities(pool, timedelta(days=settings.document_retention_days))
+        worker = build_worker(
+            client,
+            ShieldingActivities(pool),
+            settings,
+            audit_anchor=AuditAnchorActivities(pool),
+            document_retention=retention,
+        )
         async with worker:
-            log.info("worker started", task_queue=settings.task_queue)
+            schedule_id = await ensure_anchor_schedule(client, settings)
+            retention_schedule = await ensure_retention_schedule(client, settings)
+            log.info(
+                "worker started",
+                task_queue=settings.task_queue,
+                audit_anchor_schedule=schedule_id,
+                retention_schedule=retention_schedule,
+            )
             await stop.wait()
             log.info("worker stopping")
     log.info("worker stopped")

@@ -1,20 +1,36 @@
 """The audit log and the outbox: appending entries, reading them, checking the hash chain, queueing messages.
 
-Entries are written in the same transaction as the change they record; triggers chain and protect them.
+Entries are written in the same transaction as the change they record, signed by the service; triggers chain
+and protect them; `verify_chain` checks them in Python against the anchor file (shielding.audit_signing).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
 
+from shielding.audit_signing import (
+    AUDIT_LOG,
+    GENESIS,
+    Anchor,
+    AnchorError,
+    AuditKeys,
+    AuditSigning,
+    AuditStream,
+    append_anchor,
+    audit_signing,
+    chain_digest,
+    entry_message,
+    read_anchors,
+    sign_entry,
+)
 from shielding.domain import AuditAction, Requestor
 from shielding.store.db import jsonable_row, storable
-
-GENESIS = "0" * 64
 
 
 class RecipientKind(StrEnum):
@@ -33,21 +49,60 @@ async def append_audit(
     requestor: Requestor | dict[str, Any] | None = None,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
+) -> int:
+    """Append one signed entry in the caller's transaction; returns its number."""
     if isinstance(requestor, Requestor):
         requestor = requestor.model_dump(mode="json", exclude_none=True)
-    await conn.execute(
-        """INSERT INTO audit_log (action, actor, request_id, child_uid, requestor, reason, details, prev_hash,
-                                  entry_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, '', '')""",
-        action.value,
-        actor,
-        request_id,
-        child_uid,
-        requestor,
-        reason,
-        details or {},
+    content = {
+        "action": action.value,
+        "actor": actor,
+        "request_id": request_id,
+        "child_uid": child_uid,
+        "requestor": requestor,
+        "reason": reason,
+        "details": details or {},
+    }
+    return await append_signed(conn, AUDIT_LOG, content)
+
+
+async def append_signed(conn: asyncpg.Connection, stream: AuditStream, content: dict[str, Any]) -> int:
+    """Append one entry to `stream`, signed by this process (shielding.audit_signing).
+
+    Under the head's row lock (held until commit, so concurrent writers queue and a rollback frees the number
+    again): the next number, the time (never before the last entry's) and the previous hash; json columns as
+    PostgreSQL will give them back, so what is signed is what verify reads. The trigger checks the number and
+    time and computes the chain hash.
+    """
+    head = await conn.fetchrow(f"SELECT * FROM {stream.head_table} WHERE singleton FOR UPDATE")
+    columns = list(stream.columns)
+    if "last_entry_id" not in head.keys():  # noqa: SIM118 (a Record's `in` looks at its values)
+        # A database not yet migrated to 0007 (one being moved to a new PostgreSQL): the old, unsigned entry.
+        # Verify accepts unsigned entries only before `signed_from`, which 0007 sets past every one of them.
+        placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        await conn.execute(
+            f"INSERT INTO {stream.table} ({', '.join(columns)}, prev_hash, entry_hash) VALUES ({placeholders}, '', '')",
+            *(content[c] for c in columns),
+        )
+        return 0
+    as_stored = [c for c in columns if c in stream.json_columns]
+    casts = "".join(f", ${n}::jsonb AS {c}" for n, c in enumerate(as_stored, start=1))
+    now = await conn.fetchrow(
+        f"SELECT greatest(clock_timestamp(), last_at) AS at{casts} FROM {stream.head_table} WHERE singleton",
+        *(content[c] for c in as_stored),
     )
+    stored = {**content, **{c: now[c] for c in as_stored}}
+    entry_id, prev_hash = int(head["last_entry_id"]) + 1, str(head["last_hash"])
+    key_id, mac = sign_entry(
+        audit_signing().keys, stream, entry_id=entry_id, at=now["at"], prev_hash=prev_hash, content=stored
+    )
+    values = [entry_id, now["at"], *(stored[c] for c in columns), key_id, mac]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    await conn.execute(
+        f"""INSERT INTO {stream.table} (entry_id, at, {", ".join(columns)}, key_id, mac, prev_hash, entry_hash)
+            VALUES ({placeholders}, '', '')""",
+        *values,
+    )
+    return entry_id
 
 
 async def record_refusal(
@@ -149,44 +204,145 @@ class ChainVerdict(BaseModel):
     entries: int
     first_broken_entry: int | None = None
     message: str
+    # The newest entry whose hash the anchor file holds after this check (None: nothing anchored yet).
+    anchored_entry: int | None = None
 
 
-async def verify_chain(pool: asyncpg.Pool, *, batch: int = 5000) -> ChainVerdict:
-    """Recompute every entry's hash in order (in PostgreSQL, with the same digest the trigger used)."""
-    previous = GENESIS
-    checked = 0
-    last_id = 0
-    async with pool.acquire() as conn:
-        while True:
-            rows = await conn.fetch(
-                """SELECT entry_id, prev_hash, entry_hash,
-                          audit_entry_digest(ROW(a.entry_id, a.at, a.action, a.actor, a.request_id, a.child_uid,
-                                                 a.requestor, a.reason, a.details, a.prev_hash, '')::audit_log)
-                              AS recomputed
-                   FROM audit_log a WHERE entry_id > $1 ORDER BY entry_id LIMIT $2""",
-                last_id,
-                batch,
+class _Broken(Exception):
+    def __init__(self, entry_id: int | None, message: str) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds")
+
+
+class _Walk:
+    """Entries in number order, each checked against the one before it, its signature and the anchors."""
+
+    def __init__(self, stream: AuditStream, keys: AuditKeys, anchors: list[Anchor], signed_from: int) -> None:
+        self.stream, self.keys, self.signed_from = stream, keys, signed_from
+        self.anchors: dict[int, list[Anchor]] = {}
+        for anchor in anchors:
+            self.anchors.setdefault(anchor.entry_id, []).append(anchor)
+        self.checked = 0
+        self.last_id = 0
+        self.prev_hash = GENESIS
+        self.matched: set[int] = set()
+
+    def entry(self, row: asyncpg.Record) -> None:
+        entry_id: int = row["entry_id"]
+        if entry_id >= self.signed_from and entry_id != self.last_id + 1:
+            missing = self.last_id + 1
+            raise _Broken(missing, f"audit log BROKEN at entry {missing}: it is missing (removed after it was written)")
+        texts = [(row[f"{c}__text"] if c in self.stream.json_columns else row[c]) or "" for c in self.stream.columns]
+        digest = chain_digest(self.stream, entry_id=entry_id, at=row["at"], prev_hash=row["prev_hash"], texts=texts)
+        if row["prev_hash"] != self.prev_hash or digest != row["entry_hash"]:
+            raise _Broken(
+                entry_id, f"audit log BROKEN at entry {entry_id}: it was changed or removed after it was written"
             )
-            if not rows:
-                break
-            for row in rows:
-                checked += 1
-                if row["prev_hash"] != previous or row["recomputed"] != row["entry_hash"]:
-                    return ChainVerdict(
-                        intact=False,
-                        entries=checked,
-                        first_broken_entry=row["entry_id"],
-                        message=f"audit log BROKEN at entry {row['entry_id']}: it was changed or removed after "
-                        "it was written",
-                    )
-                previous = row["entry_hash"]
-                last_id = row["entry_id"]
-        head = await conn.fetchval("SELECT last_hash FROM audit_chain_head")
-    if head != previous:
-        return ChainVerdict(
-            intact=False,
-            entries=checked,
-            first_broken_entry=None,
-            message="audit log BROKEN: the newest entries were removed (the chain head does not match)",
+        if entry_id >= self.signed_from or row["mac"] is not None:
+            message = entry_message(
+                self.stream,
+                key_id=row["key_id"] or "",
+                entry_id=entry_id,
+                at=row["at"],
+                prev_hash=row["prev_hash"],
+                content={c: row[c] for c in self.stream.columns},
+            )
+            if not self.keys.check(row["key_id"], message, row["mac"]):
+                raise _Broken(
+                    entry_id,
+                    f"audit log BROKEN at entry {entry_id}: it does not carry the service's signature (it was changed, "
+                    "or written other than by the service)",
+                )
+        for anchor in self.anchors.get(entry_id, []):
+            if anchor.head_hash != row["entry_hash"]:
+                raise _Broken(
+                    entry_id,
+                    f"audit log BROKEN at entry {entry_id}: it differs from the head anchored at {_when(anchor.at)} "
+                    "(it, or an entry before it, was changed)",
+                )
+            self.matched.add(entry_id)
+        self.checked += 1
+        self.last_id, self.prev_hash = entry_id, row["entry_hash"]
+
+    def finish(self, head: asyncpg.Record) -> None:
+        if self.last_id != head["last_entry_id"] or self.prev_hash != head["last_hash"]:
+            missing = self.last_id + 1
+            raise _Broken(
+                missing,
+                f"audit log BROKEN at entry {missing}: the newest entries were removed (the chain head does not match)",
+            )
+        for entry_id in sorted(set(self.anchors) - self.matched):
+            anchor = self.anchors[entry_id][0]
+            first = entry_id if entry_id <= self.last_id else self.last_id + 1
+            raise _Broken(
+                first,
+                f"audit log BROKEN at entry {first}: entries up to {entry_id}, anchored at {_when(anchor.at)}, "
+                "were removed",
+            )
+
+
+def _verify_query(stream: AuditStream) -> str:
+    columns = [f"{c}, {c}::text AS {c}__text" if c in stream.json_columns else c for c in stream.columns]
+    return (
+        f"SELECT entry_id, at, prev_hash, entry_hash, key_id, mac, {', '.join(columns)} FROM {stream.table} "
+        "WHERE entry_id <= $1 ORDER BY entry_id"
+    )
+
+
+async def verify_chain(
+    pool: asyncpg.Pool,
+    *,
+    stream: AuditStream = AUDIT_LOG,
+    signing: AuditSigning | None = None,
+    anchor_path: Path | None = None,
+    batch: int = 5000,
+) -> ChainVerdict:
+    """Check every entry in Python, in number order: numbers without gaps (from the first signed entry), the
+    hash chain recomputed, each signature, and every head in the anchor file; then anchor the head checked.
+
+    Names the first entry that differs. Nothing here runs in the database but reading rows, so replacing a
+    database function changes nothing. The anchor file is read before the snapshot is taken, so every head in
+    it was committed before the entries read.
+    """
+    signing = signing or audit_signing()
+    path = anchor_path or signing.anchor_path(stream)
+    try:
+        anchors = read_anchors(path, stream, signing.keys)
+    except AnchorError as err:
+        return ChainVerdict(intact=False, entries=0, message=f"audit log cannot be trusted: {err}")
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchrow(
+            f"SELECT last_hash, last_entry_id, signed_from FROM {stream.head_table} WHERE singleton"
         )
-    return ChainVerdict(intact=True, entries=checked, message=f"audit log intact: {checked} entries verified")
+        walk = _Walk(stream, signing.keys, anchors, int(head["signed_from"]))
+        try:
+            moved = [a for a in anchors if a.signed_from != walk.signed_from]
+            if moved:
+                raise _Broken(
+                    None,
+                    f"audit log BROKEN: it says entries are signed from entry {walk.signed_from}, the anchor file "
+                    f"from entry {moved[0].signed_from}",
+                )
+            async for row in conn.cursor(_verify_query(stream), head["last_entry_id"], prefetch=batch):
+                walk.entry(row)
+            walk.finish(head)
+        except _Broken as broken:
+            return ChainVerdict(
+                intact=False, entries=walk.checked, first_broken_entry=broken.entry_id, message=str(broken)
+            )
+    newest = max((a.entry_id for a in anchors), default=None)
+    if walk.last_id and (newest is None or newest < walk.last_id):
+        append_anchor(
+            path, stream, signing.keys, Anchor(datetime.now(UTC), walk.last_id, walk.prev_hash, walk.signed_from)
+        )
+        newest = walk.last_id
+    return ChainVerdict(
+        intact=True,
+        entries=walk.checked,
+        anchored_entry=newest,
+        message=f"audit log intact: {walk.checked} entries verified",
+    )

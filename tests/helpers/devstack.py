@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shielding.processes import free_ports
+from tests.helpers.servers import TEST_AUDIT_KEYS
 
 SHIELDING = str(Path(sys.executable).parent / "shielding")
 READY_TIMEOUT = 120.0
@@ -38,6 +39,8 @@ _FOREIGN_SETTINGS = (
     "SHIELDING_TASK_QUEUE",
     "SHIELDING_ENCRYPTION_KEYS",
     "SHIELDING_ACTION_KEYS",
+    "SHIELDING_AUDIT_KEYS",
+    "SHIELDING_AUDIT_ANCHOR_DIR",
     "SHIELDING_SESSION_SECRET",
     "SHIELDING_OIDC_ISSUER",
     "SHIELDING_ENVIRONMENT",
@@ -61,6 +64,11 @@ def password_for(name: str) -> str:
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_SETTINGS}
     env["SHIELDING_DATA_DIR"] = str(data_dir)
+    # The test processes' audit key: a test that writes to a stack's database in-process signs as it does.
+    env["SHIELDING_AUDIT_KEYS"] = TEST_AUDIT_KEYS
+    # One test account reads the directory far more often than a person: the allowance is tested on its own
+    # (tests/test_enumeration.py), not met by accident here.
+    env["SHIELDING_DIRECTORY_READS_PER_WINDOW"] = "100000"
     env.update(extra)
     return env
 

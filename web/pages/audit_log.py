@@ -2,7 +2,8 @@
 
     GET /audit?request=SR-...   the entries of a request (and of the requests recorded against it)
     GET /audit?child=UID        the entries of a child's record (including refused requests that named it)
-    GET /audit/verify           the hash chain recomputed from the first entry (`store.verify_chain`)
+    GET /audit/verify           every entry's hash and signature checked from the first, against the anchor file
+                                outside the database, whose head it then extends (`store.verify_chain`)
 
 The search is a GET (an address to come back to) because it carries only a request id or a child's record number,
 which the service's addresses may hold. The page shows what happened, who did it, when and the reason recorded;
@@ -50,6 +51,7 @@ ACTION_LABELS = {
     AuditAction.ROLE_GRANTED: "Role given",
     AuditAction.ROLE_REMOVED: "Role removed",
     AuditAction.PAYLOADS_DECODED: "Workflow data read in the Temporal Web UI",
+    AuditAction.DOCUMENTS_REMOVED: "Supporting documents removed (retention)",
 }
 BY_REQUEST, BY_CHILD = "request", "child"
 
@@ -136,6 +138,10 @@ async def verify(request: Request, session: Annotated[Session, may("audit")], p:
         values={"request": "", "child": ""},
         entries=None,
         total=0,
-        verdict={"intact": verdict.intact, "text": _verdict_text(verdict.message)},
+        verdict={
+            "intact": verdict.intact,
+            "text": _verdict_text(verdict.message),
+            "anchored": verdict.anchored_entry,
+        },
         is_manager="manager" in session.roles,
     )

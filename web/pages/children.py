@@ -14,6 +14,10 @@ database role). The page adds a second fence: a shielded record is turned into t
 and date of birth only (`ChildView.from_record`; not even the other names the store returns), so nothing else
 could reach the template. A search by postcode or school never finds a shielded child, and the page says
 nothing that would show one was left out.
+
+A search names a name and a date of birth (gender, postcode and school only narrow it) and shows at most a page,
+never a total; every search and record viewed counts against the person's allowance of directory reads (a page
+saying so past it, HTTP 429). An address and carers shared with a shielded record are shown as withheld.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from shielding import store
 from shielding.access import PERMISSIONS
 from shielding.deadlines import LONDON, long_date
 from shielding.domain import UID_PATTERN
+from shielding.store.directory import SEARCH_PAGE, ReadsLimited, count_directory_read, search_page
 from starter.identity import Session
 from web.deps import PartsDep
 from web.pages.forms import Problems
@@ -45,7 +50,12 @@ SHIELDED_MESSAGE = (
 )
 # How to reach the team, from the shielding process (ContactPoint shielding: "WCC Integrated Working Team").
 TEAM_PHONE, TEAM_HOURS = "020 7641 1899", "during normal office hours"
-RESULTS_SHOWN = 50
+RESULTS_SHOWN = SEARCH_PAGE
+WITHHELD_MESSAGE = (
+    "Withheld: a record that shares this address or carer is shielded. Contact the Integrated Working Team."
+)
+NEEDS_NAME = "Enter a first name or a last name"
+NEEDS_DATE_OF_BIRTH = "Enter a date of birth"
 # As the API allows (web.routes.directory.search).
 MAX_NAME, MAX_POSTCODE, MAX_SCHOOL = 200, 20, 200
 ANY_GENDER = "any"
@@ -148,8 +158,10 @@ class SearchForm:
         if len(self.school) > MAX_SCHOOL:
             problems.add("school", f"School must be {MAX_SCHOOL} characters or fewer")
         typed_date = bool(self.day or self.month or self.year)
-        if not (self.given_name or self.family_name or typed_date or postcode or self.school):
-            problems.add("given_name", "Enter a name, a date of birth, a postcode or a school")
+        if not (self.given_name or self.family_name):
+            problems.add("given_name", NEEDS_NAME)
+        if not typed_date:
+            self._date_problem(problems, NEEDS_DATE_OF_BIRTH, ["day", "month", "year"])
         if problems:
             return None, problems
         search = store.ChildSearch(
@@ -159,8 +171,6 @@ class SearchForm:
             gender=gender,
             postcode=postcode or None,
             school=self.school or None,
-            # One more than is shown, to know there are more.
-            limit=RESULTS_SHOWN + 1,
         )
         return search, problems
 
@@ -185,6 +195,8 @@ class ChildDetails:
     school: str | None
     gp_practice: str | None
     practitioners: list[str]
+    # Address and carers withheld: a record sharing one of them is shielded.
+    withheld: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,7 +255,22 @@ def _details(record: dict[str, Any]) -> ChildDetails:
         school=record.get("school"),
         gp_practice=record.get("gp_practice"),
         practitioners=[str(p) for p in record.get("practitioners") or []],
+        withheld=bool(record.get("withheld")),
     )
+
+
+async def reads_refused(request: Request, p: PartsDep, session: Session) -> Response | None:
+    """Count one directory read for this person; past the allowance, the page that says so (429), else None."""
+    try:
+        await count_directory_read(
+            p.pool,
+            session.name,
+            limit=p.settings.directory_reads_per_window,
+            window_seconds=p.settings.directory_read_window_seconds,
+        )
+    except ReadsLimited as limited:
+        return render(request, "problem.html", status_code=429, heading="Too many searches", paragraphs=[str(limited)])
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- routes
@@ -314,13 +341,19 @@ async def search(
     query, problems = form.to_search(datetime.now(LONDON).date())
     if query is None:
         return _search_page(request, form, errors=problems)
-    found = await store.search_children(p.pool, query)
-    results = [ChildView.from_record(record) for record in found[:RESULTS_SHOWN]]
-    return _search_page(request, form, results=results, more=len(found) > RESULTS_SHOWN)
+    refused = await reads_refused(request, p, session)
+    if refused is not None:
+        return refused
+    found = await search_page(p.pool, query)
+    results = [ChildView.from_record(record) for record in found.results]
+    return _search_page(request, form, results=results, more=found.more)
 
 
 @router.get(SEARCH_PATH + "/{uid}")
 async def child_record(request: Request, uid: str, p: PartsDep, session: Annotated[Session, may("view")]) -> Response:
+    refused = await reads_refused(request, p, session)
+    if refused is not None:
+        return refused
     record = await store.view_child(p.pool, uid) if UID_PATTERN.fullmatch(uid) else None
     if record is None:
         return render(
@@ -340,6 +373,7 @@ async def child_record(request: Request, uid: str, p: PartsDep, session: Annotat
         "child_record.html",
         child=child,
         shielded_message=SHIELDED_MESSAGE,
+        withheld_message=WITHHELD_MESSAGE,
         team_phone=TEAM_PHONE,
         team_hours=TEAM_HOURS,
         break_glass_href=f"{SEARCH_PATH}/{child.uid}/break-glass" if child.shielded and may_break_glass else None,

@@ -9,6 +9,11 @@ back button, a retry after the service was slow) joins the same request instead 
 takes a repeat of a running intake under its id as the same intake. After a refusal the reference stays, unless
 the service has used it up (a request was recorded under it), when the form gets a new one.
 
+Every record that shares an address or a carer with a chosen child needs a decision before anything is shielded:
+the service names them, and the form lists each with "add to this request" or "do not add" and the reason why
+(hidden fields carry their uids, like the chosen children's). A search names a name and a date of birth and
+counts against the officer's allowance of directory reads.
+
 Shielding answers only once every child's record is shielded (`ShieldingService.submit_request`); the POST's
 answer is the confirmation (reloading it posts the same reference again, which changes nothing), and the
 confirmation's own address reads the request back.
@@ -28,11 +33,14 @@ from shielding.lifecycle import review_due_at
 from shielding.store import queues
 from starter import IntakeTimeout, Refusal, new_request_id, validate_intake
 from starter.identity import Session
+from starter.validation import RelatedRecordsUndecided
 from web.deps import PartsDep
+from web.pages.children import reads_refused
 from web.pages.intake_form import (
     CALLED_AT,
     REASON,
     REASON_MISSING,
+    RELATED,
     SUBMIT,
     FormProblems,
     IntakeForm,
@@ -47,7 +55,7 @@ router = page_router()
 
 NEW_PATH = "/requests/new"
 CRITERIA = [(criterion.value, label) for criterion, label in CRITERION_LABELS.items()]
-SEARCH_LIMIT = 50
+SEARCH_LIMIT = store.directory.SEARCH_PAGE
 TIMED_OUT = (
     "The records have not been confirmed as shielded yet: the service is slow or part of it cannot be reached. "
     "Keep the caller on the line if you can and select the button again; the request keeps its reference, so it "
@@ -75,12 +83,16 @@ async def _identities(p: PartsDep, uids: list[str]) -> list[tuple[str, ChildIden
 
 
 async def _search(
-    p: PartsDep, session: Session, form: IntakeForm, problems: FormProblems
-) -> list[ChildIdentity] | None:
+    request: Request, p: PartsDep, session: Session, form: IntakeForm, problems: FormProblems
+) -> list[ChildIdentity] | Response | None:
+    """The children found, or the page saying the officer has searched too often, or None (nothing searched)."""
     query = form.search(problems)
     if query is None:
         return None
     await access.require(p.pool, session.name, "search", roles=session.roles)
+    refused = await reads_refused(request, p, session)
+    if refused is not None:
+        return refused
     query = query.model_copy(update={"limit": SEARCH_LIMIT})
     return [ChildIdentity.of(record) for record in await store.search_children(p.pool, query)]
 
@@ -99,6 +111,7 @@ async def _form_page(
         errors=(problems or FormProblems()).problems(),
         form=form,
         chosen=await _identities(p, form.children),
+        related=[(uid, child) for uid, child in await _identities(p, form.related) if uid not in form.children],
         results=results,
         results_capped=results is not None and len(results) >= SEARCH_LIMIT,
         criteria=CRITERIA,
@@ -121,13 +134,17 @@ async def intake_step(request: Request, p: PartsDep, session: Annotated[Session,
     if isinstance(added, str) or isinstance(removed, str):
         form = form.with_child(added) if isinstance(added, str) else form.without_child(str(removed))
         # The search stays on screen, so a brother or sister in the same results can be added next.
-        results = await _search(p, session, form, FormProblems()) if form.has_search_terms() else None
-        return await _form_page(request, p, form, results=results)
+        found = await _search(request, p, session, form, FormProblems()) if form.has_search_terms() else None
+        if isinstance(found, Response):
+            return found
+        return await _form_page(request, p, form, results=found)
     if action == "shield":
         return await _shield(request, p, session, form)
     # "Find child", and Enter in any field (the form's first button): search, keeping everything typed.
-    results = await _search(p, session, form, problems)
-    return await _form_page(request, p, form, problems=problems, results=results)
+    found = await _search(request, p, session, form, problems)
+    if isinstance(found, Response):
+        return found
+    return await _form_page(request, p, form, problems=problems, results=found)
 
 
 async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeForm) -> Response:
@@ -145,13 +162,20 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
         return await _form_page(request, p, form, problems=problems)
     # The names the confirmation shows are read while the workflow shields (identity fields only), so the answer
     # costs no read after the service's.
-    names = asyncio.create_task(queues.child_names(p.pool, form.children))
+    names = asyncio.create_task(queues.child_names(p.pool, form.all_children()))
     names.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
         ack = await p.service.submit_request(form.draft(called_at), actor=session.name, request_id=form.request_id)
     except IntakeTimeout:
         names.cancel()
         problems.add(SUBMIT, TIMED_OUT)
+        return await _form_page(request, p, form, problems=problems)
+    except RelatedRecordsUndecided as undecided:
+        names.cancel()
+        form = form.with_related(r.uid for r in undecided.records)
+        problems.add(RELATED, str(undecided))
+        for uid in form.related_undecided():
+            problems.add(f"related-{uid}-reason", "Enter the reason for not adding this record to the request")
         return await _form_page(request, p, form, problems=problems)
     except Refusal as refusal:
         names.cancel()

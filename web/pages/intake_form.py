@@ -21,15 +21,18 @@ from shielding import deadlines
 from shielding.domain import REQUEST_ID_PATTERN, UID_PATTERN
 from shielding.store import ChildSearch
 from starter import IntakeDraft, new_request_id
+from starter.validation import RelatedDraft
 from web.pages.forms import Problems
 
 MAX_CHOSEN = 60  # the service refuses more than 50 with its own words; past this the page stops reading
 MAX_SEARCH_TEXT = 200
 NO_SEARCH_TERMS = "Give at least one search field."
+SEARCH_NEEDS_NAME = "Enter a given name or a family name to search"
+SEARCH_NEEDS_DATE_OF_BIRTH = "Enter the date of birth to search"
 REASON_MISSING = "the reason is missing"
 
 # Field ids, in the order the fields appear on the page (the error summary lists them in this order).
-SEARCH_NAME, SEARCH_DOB, CHILDREN = "search-given-name", "search-dob-day", "children"
+SEARCH_NAME, SEARCH_DOB, CHILDREN, RELATED = "search-given-name", "search-dob-day", "children", "related"
 CRITERIA, OTHER, REASON = "criteria", "other_description", "reason"
 REQUESTOR_TYPE, REQUESTOR_NAME = "requestor_type", "requestor_name"
 ORGANISATION, PHONE, EMAIL = "requestor_organisation", "requestor_phone", "requestor_email"
@@ -38,6 +41,7 @@ FIELD_ORDER = (
     SEARCH_NAME,
     SEARCH_DOB,
     CHILDREN,
+    RELATED,
     CRITERIA,
     OTHER,
     REASON,
@@ -137,6 +141,18 @@ def _texts(form: FormData, name: str, limit: int) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
 
+def _related_from(form: FormData) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The related records the page listed (hidden uids), each one's decision and reason for not adding it."""
+    uids = [uid for uid in _texts(form, "related", MAX_CHOSEN) if UID_PATTERN.fullmatch(uid)]
+    decisions = {uid: _text(form, f"related-{uid}") for uid in uids}
+    reasons = {uid: _CONTROL.sub(" ", _text(form, f"related-{uid}-reason")) for uid in uids}
+    return (
+        uids,
+        {uid: d for uid, d in decisions.items() if d in ("added", "not-added")},
+        {uid: r for uid, r in reasons.items() if r},
+    )
+
+
 def _date(day: str, month: str, year: str) -> date | None:
     try:
         return date(int(year), int(month), int(day)) if len(year) == 4 else None
@@ -190,6 +206,11 @@ class IntakeForm:
     called_month: str = ""
     called_year: str = ""
     called_time: str = ""
+    # Records sharing an address or a carer with a chosen child (named by the service), and what was decided:
+    # "added" or "not-added", with the reason for not adding.
+    related: list[str] = field(default_factory=list)
+    related_decisions: dict[str, str] = field(default_factory=dict)
+    related_reasons: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_form(cls, form: FormData) -> IntakeForm:
@@ -215,7 +236,26 @@ class IntakeForm:
             called_month=_text(form, "called_at-month"),
             called_year=_text(form, "called_at-year"),
             called_time=_text(form, "called_at-time"),
+            related=(related := _related_from(form))[0],
+            related_decisions=related[1],
+            related_reasons=related[2],
         )
+
+    def with_related(self, uids: Iterable[str]) -> IntakeForm:
+        return replace(self, related=list(dict.fromkeys([*self.related, *uids])))
+
+    def related_undecided(self) -> list[str]:
+        """Related records marked not added with no reason: the reason is what is missing."""
+        return [
+            uid
+            for uid in self.related
+            if self.related_decisions.get(uid) == "not-added" and not self.related_reasons.get(uid)
+        ]
+
+    def all_children(self) -> list[str]:
+        """The chosen children and the related records added to the request."""
+        added = [uid for uid in self.related if self.related_decisions.get(uid) == "added"]
+        return list(dict.fromkeys([*self.children, *added]))
 
     def with_child(self, uid: str) -> IntakeForm:
         if not UID_PATTERN.fullmatch(uid) or uid in self.children:
@@ -246,11 +286,16 @@ class IntakeForm:
         names = [_CONTROL.sub("", n) for n in (self.search_given_name, self.search_family_name)]
         if any(len(n) > MAX_SEARCH_TEXT for n in names):
             problems.add(SEARCH_NAME, f"Names must be {MAX_SEARCH_TEXT} characters or fewer")
+        if not any(n.strip() for n in names):
+            problems.add(SEARCH_NAME, SEARCH_NEEDS_NAME)
         born = None
         if self.search_dob_day or self.search_dob_month or self.search_dob_year:
             born = _date(self.search_dob_day, self.search_dob_month, self.search_dob_year)
             if born is None:
                 problems.add(SEARCH_DOB, "Date of birth must be a real date, for example 21 6 2019")
+        else:
+            # A name and a date of birth, always: the directory lists no one by name alone.
+            problems.add(SEARCH_DOB, SEARCH_NEEDS_DATE_OF_BIRTH)
         if problems:
             return None
         return ChildSearch(given_name=names[0] or None, family_name=names[1] or None, date_of_birth=born)
@@ -287,4 +332,9 @@ class IntakeForm:
             requestor_phone=self.requestor_phone or None,
             requestor_email=self.requestor_email or None,
             called_at=called_at,
+            related_records=[
+                RelatedDraft(uid=uid, decision=decision, reason=self.related_reasons.get(uid) or None)
+                for uid in self.related
+                if (decision := self.related_decisions.get(uid)) in ("added", "not-added")
+            ],
         )

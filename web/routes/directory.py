@@ -5,18 +5,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from shielding import access, store
 from shielding.domain import Gender
 from shielding.importer import ImportRefused, parse_lines
+from shielding.store.directory import ReadsLimited, SearchPage, count_directory_read, search_page
 from starter import Refusal
 from starter.identity import Session
-from web.deps import PartsDep, allowed
+from web.deps import Parts, PartsDep, allowed
 from web.errors import NeedsFreshSignIn
-from web.schemas import Override
+from web.schemas import Override, Problem
 
 router = APIRouter(tags=["directory"])
+NEEDS_NAME_AND_BIRTH = (
+    "Give a name and a date of birth to search the directory (gender, postcode and school only narrow a search)."
+)
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": Problem, "description": "Too many directory reads by this person in the window (audited)"}
+}
 MAX_IMPORT_BYTES = 200 * 1024 * 1024
 BREAK_GLASS_WARNING = (
     "WARNING: break-glass override. You are about to see the details this child's record hides to keep them safe. "
@@ -24,8 +31,26 @@ BREAK_GLASS_WARNING = (
 )
 
 
-@router.get("/api/children/{uid}", summary="A child's record as practitioners see it (shielded: identity only)")
+async def count_read(p: Parts, session: Session) -> None:
+    """One directory read (a search, a view by uid) counted for this person; 429 past the limit."""
+    try:
+        await count_directory_read(
+            p.pool,
+            session.name,
+            limit=p.settings.directory_reads_per_window,
+            window_seconds=p.settings.directory_read_window_seconds,
+        )
+    except ReadsLimited as limited:
+        raise HTTPException(status_code=429, detail=str(limited)) from None
+
+
+@router.get(
+    "/api/children/{uid}",
+    summary="A child's record as practitioners see it (shielded: identity only)",
+    responses=RATE_LIMITED,
+)
 async def view_child(uid: str, p: PartsDep, session: Annotated[Session, allowed("view")]) -> dict[str, Any]:
+    await count_read(p, session)
     record = await store.view_child(p.pool, uid)
     if record is None:
         raise Refusal(f"No child in the directory has the identifier {uid}.")
@@ -60,7 +85,11 @@ async def override_view(
     return {"warning": BREAK_GLASS_WARNING, "record": record}
 
 
-@router.get("/api/children", summary="Find children; a shielded record matches only on the fields it shows")
+@router.get(
+    "/api/children",
+    summary="Find children by a name and a date of birth: at most a page, never a total",
+    responses=RATE_LIMITED,
+)
 async def search(
     p: PartsDep,
     session: Annotated[Session, allowed("search")],
@@ -70,7 +99,7 @@ async def search(
     gender: Gender | None = None,
     postcode: Annotated[str | None, Query(max_length=20)] = None,
     school: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict[str, list[dict[str, Any]]]:
+) -> SearchPage:
     query = store.ChildSearch(
         given_name=given_name,
         family_name=family_name,
@@ -79,9 +108,10 @@ async def search(
         postcode=postcode,
         school=school,
     )
-    if not any([given_name, family_name, date_of_birth, gender, postcode, school]):
-        raise Refusal("Give at least one search field.")
-    return {"results": await store.search_children(p.pool, query)}
+    if not query.names_a_child():
+        raise Refusal(NEEDS_NAME_AND_BIRTH)
+    await count_read(p, session)
+    return await search_page(p.pool, query)
 
 
 @router.post(

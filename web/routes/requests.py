@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import JSONResponse
 
 from shielding.domain import FormOutcome, IntakeAcknowledgement, RequestStatus, ReviewOutcome, UnshieldOutcome
 from starter import Document, IntakeDraft, Refusal
 from starter.identity import Session
+from starter.validation import RelatedRecordsUndecided
 from web.deps import PartsDep, allowed
 from web.schemas import Intake, Review, Unshield
 
@@ -16,16 +18,29 @@ router = APIRouter(prefix="/api/requests", tags=["requests"])
 MAX_DOCUMENTS = 50
 
 
-@router.post("", summary="Take a shielding request; answers once every child is shielded")
+@router.post(
+    "",
+    summary="Take a shielding request; answers once every child is shielded",
+    response_model=IntakeAcknowledgement,
+)
 async def take_request(
     body: Intake, p: PartsDep, session: Annotated[Session, allowed("request")]
-) -> IntakeAcknowledgement:
+) -> IntakeAcknowledgement | JSONResponse:
     draft = IntakeDraft(**body.model_dump(exclude={"request_id"}))
     if body.request_id is not None:
         from starter import check_request_id
 
         check_request_id(body.request_id)
-    return await p.service.submit_request(draft, actor=session.name, request_id=body.request_id)
+    try:
+        return await p.service.submit_request(draft, actor=session.name, request_id=body.request_id)
+    except RelatedRecordsUndecided as undecided:
+        # The sentence, and the records (identity only) so a client can ask about each: send them back in
+        # `related_records` with a decision.
+        related = [
+            {"uid": r.uid, "given_name": r.given_name, "family_name": r.family_name, "shares": r.shares}
+            for r in undecided.records
+        ]
+        return JSONResponse({"detail": str(undecided), "related_records": related}, status_code=422)
 
 
 @router.get("/{request_id}", summary="Stage, deadlines and decisions so far")

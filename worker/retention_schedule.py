@@ -1,0 +1,59 @@
+"""The Temporal Schedule that removes expired supporting documents (DocumentRetentionWorkflow) every night at
+02:30 Europe/London, made by the worker at start: created if missing, else brought up to date."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from shielding.settings import Settings
+from workflows.document_retention import DocumentRetentionWorkflow
+
+
+def retention_schedule_id(task_queue: str) -> str:
+    return f"document-retention-{task_queue}"
+
+
+def retention_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            DocumentRetentionWorkflow.run,
+            id=retention_schedule_id(settings.task_queue),
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(hours=2),
+        ),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(2)], minute=[ScheduleRange(30)])],
+            time_zone_name="Europe/London",
+        ),
+        # One run at a time; a night missed while the worker was down is made up once, within a day.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+
+
+async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
+    """Create the schedule, or update the one there (idempotent; any number of workers); returns its id."""
+    schedule_id = retention_schedule_id(settings.task_queue)
+    schedule = retention_schedule(settings)
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id).update(updated)
+    return schedule_id
