@@ -10,16 +10,14 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from shielding.settings import Settings
+from worker.schedules import ensure_schedule
 from workflows.audit_anchor import AnchorAuditWorkflow
 
 
@@ -43,17 +41,6 @@ def anchor_schedule(settings: Settings) -> Schedule:
 
 async def ensure_anchor_schedule(client: Client, settings: Settings, *, trigger: bool = True) -> str:
     """Create the schedule, or update the one there (idempotent; any number of workers); returns its id."""
-    schedule_id = anchor_schedule_id(settings.task_queue)
-    schedule = anchor_schedule(settings)
-    try:
-        handle = await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-        handle = client.get_schedule_handle(schedule_id)
-
-        def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(updated)
-    if trigger:
-        await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
-    return schedule_id
+    return await ensure_schedule(
+        client, anchor_schedule_id(settings.task_queue), anchor_schedule(settings), trigger=trigger
+    )

@@ -9,17 +9,15 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleCalendarSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleRange,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from shielding.settings import Settings
+from worker.schedules import ensure_schedule
 from workflows.document_retention import DocumentRetentionWorkflow
 
 
@@ -46,14 +44,4 @@ def retention_schedule(settings: Settings) -> Schedule:
 
 async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
     """Create the schedule, or update the one there (idempotent; any number of workers); returns its id."""
-    schedule_id = retention_schedule_id(settings.task_queue)
-    schedule = retention_schedule(settings)
-    try:
-        await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id).update(updated)
-    return schedule_id
+    return await ensure_schedule(client, retention_schedule_id(settings.task_queue), retention_schedule(settings))
