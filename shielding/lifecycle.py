@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +52,11 @@ class Due(StrEnum):
     REMINDER = "reminder"
 
 
+class NextTimer(NamedTuple):
+    at: datetime
+    name: str
+
+
 class LifecycleState(BaseModel):
     """Everything the lifecycle needs to carry on; what continue-as-new hands to the next run."""
 
@@ -84,18 +90,24 @@ class LifecycleState(BaseModel):
             return None
         return review_due_at(self.shielded_at, self.next_review_index)
 
-    def next_timer_at(self) -> datetime | None:
-        """The earliest instant at which something may fall due: the form deadline, a review or a reminder."""
-        candidates: list[datetime] = []
+    def next_timer(self) -> NextTimer | None:
+        """The earliest instant at which something may fall due (the form deadline, a review or a reminder),
+        with the name the Temporal UI shows for its timer."""
+        candidates: list[NextTimer] = []
         if self.form_received_at is None and self.form_due_at is not None:
-            candidates.append(self.form_due_at)
+            candidates.append(NextTimer(self.form_due_at, messages.TIMER_FORM_DEADLINE))
         if self.review_due_since is None:
             next_review = self.next_review_at()
             if next_review is not None:
-                candidates.append(next_review)
+                candidates.append(NextTimer(next_review, messages.review_timer(self.next_review_kind)))
         elif self.next_reminder_at is not None:
-            candidates.append(self.next_reminder_at)
-        return min(candidates) if candidates else None
+            candidates.append(NextTimer(self.next_reminder_at, messages.TIMER_REMINDER))
+        # The earliest; on a tie the first listed (the form deadline before a review).
+        return min(candidates, key=lambda timer: timer.at) if candidates else None
+
+    def next_timer_at(self) -> datetime | None:
+        timer = self.next_timer()
+        return None if timer is None else timer.at
 
     def time_to_next_timer(self, now: datetime) -> timedelta | None:
         at = self.next_timer_at()
@@ -133,6 +145,20 @@ class LifecycleState(BaseModel):
         if self.form_due_at is None or self.form_received_at is not None or self.stage.is_final:
             return None
         return self.form_due_at
+
+    def operations_details(self, children: int) -> str:
+        """What the Temporal UI shows as the workflow's current details: the stage and the next deadline in
+        words, the request id and how many children (ids, counts and dates only: never a child's details)."""
+        stage = self.derived_stage()
+        return messages.operations_details(
+            self.request_id,
+            stage,
+            children=children,
+            form_due_at=self.form_due_shown(),
+            review_kind=self.next_review_kind,
+            next_review_at=self.next_review_at(),
+            review_due_since=self.review_due_since,
+        )
 
     # --------------------------------------------------------------------------------------- refusals
 

@@ -313,3 +313,87 @@ def second_approval_still_needed(name: str, role: str) -> str:
 
 def second_approval_not_own(name: str, role: str) -> str:
     return f"{name} cannot approve their own {role} role; another manager must."
+
+
+# ------------------------------------------------------------------------------- the Temporal UI (operations)
+
+# What each timer, activity and local activity is called in a workflow's timeline.
+TIMER_FORM_DEADLINE = "form deadline"
+TIMER_REMINDER = "daily reminder"
+ACTIVITY_SHIELD = "shield the records"
+ACTIVITY_UNSHIELD = "unshield the records"
+ACTIVITY_FORM = "record the written form"
+ACTIVITY_REVIEW_DUE = "tell reviewers a review is due"
+ACTIVITY_REMINDER = "remind reviewers of an overdue review"
+ACTIVITY_STEP = "record the decision"
+ACTIVITY_REQUESTOR = "tell the requestor"
+
+
+def review_timer(kind: ReviewKind) -> str:
+    return f"{kind.value} review"
+
+
+def operations_summary(request_id: str, children: int) -> str:
+    """The workflow's summary in the Temporal UI's list (set once, at the start)."""
+    return f"Shielding request {request_id}: {children} {'child' if children == 1 else 'children'}"
+
+
+_CLOSED = {
+    Stage.REFUSED: "Closed: refused at intake",
+    Stage.DUPLICATE: "Closed: every child was already shielded by another request",
+    Stage.LAPSED: "Closed: lapsed (no written form by its deadline); the records were unshielded",
+    Stage.UNSHIELDED: "Closed: unshielded",
+}
+
+
+def operations_stage(
+    stage: Stage,
+    *,
+    form_due_at: datetime | None,
+    review_kind: ReviewKind,
+    next_review_at: datetime | None,
+    review_due_since: datetime | None,
+) -> str:
+    """The stage and its next deadline, as operations staff read it ("Awaiting the written form — due by the
+    end of Friday 11 December 2026")."""
+    if stage == Stage.INTAKE:
+        return "Taking the call: shielding the records"
+    if stage.is_final:
+        return _CLOSED[stage]
+    if stage == Stage.REVIEW_DUE and review_due_since is not None:
+        return (
+            f"{review_kind.value} review overdue since {deadlines.describe(review_due_since)} — "
+            "waiting for a reviewer (the records stay shielded)"
+        )
+    review = (
+        f"{review_kind.value} review due {deadlines.describe(next_review_at)}" if next_review_at is not None else ""
+    )
+    if stage == Stage.AWAITING_FORM and form_due_at is not None:
+        return f"Awaiting the written form — due by {deadlines.describe(form_due_at)}" + (
+            f"; {review}" if review else ""
+        )
+    return f"Shielded — {review}" if review else "Shielded"
+
+
+def operations_details(
+    request_id: str,
+    stage: Stage,
+    *,
+    children: int,
+    form_due_at: datetime | None,
+    review_kind: ReviewKind,
+    next_review_at: datetime | None,
+    review_due_since: datetime | None,
+) -> str:
+    """The workflow's current details in the Temporal UI (Temporal markdown), updated at every transition.
+    Never a reason: an unshield's reason is typed by a reviewer and may name the family."""
+    headline = operations_stage(
+        stage,
+        form_due_at=form_due_at,
+        review_kind=review_kind,
+        next_review_at=next_review_at,
+        review_due_since=review_due_since,
+    )
+    lines = [f"**{headline}**", "", f"Request {request_id} · {children} {'child' if children == 1 else 'children'}"]
+    lines.append(f"Stage: `{stage.value}`")
+    return "\n".join(lines)

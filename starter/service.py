@@ -167,6 +167,9 @@ class ShieldingService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([SearchAttributePair(STAGE_ATTRIBUTE, Stage.INTAKE.value)]),
+            # The line the Temporal UI's list shows (the request id and how many children; encrypted like
+            # every payload). The workflow keeps its current details up to date from here on.
+            static_summary=messages.operations_summary(request_id, len(request.children)),
         )
         ack = await self._acknowledged(start, request_id)
         if {c.uid for c in ack.children} != set(request.children):

@@ -99,6 +99,8 @@ class ShieldingRequestWorkflow:
         self._continue_as_new = False
         self._last_message: str | None = None
         self._unsigned_signals = 0
+        # How many children the request names (for the Temporal UI; never who they are).
+        self._children = len(params.request.children) if params.request is not None else len(self._state.children)
 
     # ------------------------------------------------------------------------------------------ main loop
 
@@ -111,10 +113,13 @@ class ShieldingRequestWorkflow:
             self._publish()
         while not self._state.stage.is_final:
             # A timeout means a deadline or review time has come: handled below.
+            timer = self._state.next_timer()
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake or self._state.stage.is_final or self._continue_as_new,
-                    timeout=self._state.time_to_next_timer(workflow.now()),
+                    timeout=None if timer is None else max(timer.at - workflow.now(), timedelta(0)),
+                    # The timeline in the Temporal UI names the timer ("form deadline"), not "1 (7d)".
+                    timeout_summary=None if timer is None else timer.name,
                 )
             self._wake = False
             if self._continue_as_new:
@@ -133,10 +138,11 @@ class ShieldingRequestWorkflow:
             closed_reason=self._state.closed_reason,
         )
 
-    async def _activity(self, activity: Any, argument: Any) -> Any:
-        """Run one of our activities with the lifecycle's timeout and its retry-until-done policy."""
+    async def _activity(self, activity: Any, argument: Any, summary: str) -> Any:
+        """Run one of our activities with the lifecycle's timeout and its retry-until-done policy; the summary
+        names it in the Temporal UI's timeline."""
         return await workflow.execute_activity_method(
-            activity, argument, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
+            activity, argument, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY, summary=summary
         )
 
     def _next_key(self, step: str) -> str:
@@ -155,9 +161,10 @@ class ShieldingRequestWorkflow:
                 shield,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,
+                summary=messages.ACTIVITY_SHIELD,
             )
         else:
-            result = await self._activity(ShieldingActivities.shield_record, shield)
+            result = await self._activity(ShieldingActivities.shield_record, shield, messages.ACTIVITY_SHIELD)
         state.stage = result.stage
         state.children = [c.uid for c in result.children if c.existing_request_id is None]
         ack = IntakeAcknowledgement(
@@ -216,12 +223,12 @@ class ShieldingRequestWorkflow:
             operation_key=self._next_key(stage.value),
             notify_requestor=notify_requestor,
         )
-        await self._activity(ShieldingActivities.unshield_record, lift)
+        await self._activity(ShieldingActivities.unshield_record, lift, messages.ACTIVITY_UNSHIELD)
         self._state.close(stage, reason)
         self._publish()
 
-    async def _step(self, params: StepInput) -> StepResult:
-        return await self._activity(ShieldingActivities.record_step, params)
+    async def _step(self, params: StepInput, summary: str = messages.ACTIVITY_STEP) -> StepResult:
+        return await self._activity(ShieldingActivities.record_step, params, summary)
 
     async def _review_falls_due(self, due_at: datetime) -> None:
         state = self._state
@@ -237,7 +244,8 @@ class ShieldingRequestWorkflow:
                 details={"review": kind.value, "due_at": due_at.isoformat()},
                 reviewer_subject=messages.review_due_subject(kind, state.request_id),
                 reviewer_body=messages.review_due_body(kind, state.request_id, due_at),
-            )
+            ),
+            messages.ACTIVITY_REVIEW_DUE,
         )
         state.review_fell_due(due_at)
         self._publish()
@@ -255,7 +263,8 @@ class ShieldingRequestWorkflow:
                 details={"review": kind.value, "reminder": state.reminders_sent + 1},
                 reviewer_subject=messages.reminder_subject(kind, state.request_id),
                 reviewer_body=messages.reminder_body(kind, state.request_id),
-            )
+            ),
+            messages.ACTIVITY_REMINDER,
         )
         state.reminder_sent(workflow.now())
         self._publish()
@@ -274,6 +283,9 @@ class ShieldingRequestWorkflow:
             else NEXT_REVIEW_AT_ATTRIBUTE.value_unset(),
         ]
         workflow.upsert_search_attributes(updates)
+        # The Temporal UI's "current details": the stage and the next deadline in words (encrypted by the codec
+        # like every payload; read through the authorised codec endpoint).
+        workflow.set_current_details(state.operations_details(self._children))
 
     # ------------------------------------------------------------------------------------ authentication
 
@@ -362,7 +374,7 @@ class ShieldingRequestWorkflow:
             operation_key=self._next_key("form-refused"),
             refusal_reason=refusal,
         )
-        await self._activity(ShieldingActivities.refuse_form, form)
+        await self._activity(ShieldingActivities.refuse_form, form, messages.ACTIVITY_FORM)
         self._last_message = refusal
 
     async def _accept_form(self, submission: FormSubmission) -> FormOutcome:
@@ -374,7 +386,7 @@ class ShieldingRequestWorkflow:
             operation_key=self._next_key("form-received"),
         )
         try:
-            result: StepResult = await self._activity(ShieldingActivities.accept_form, form)
+            result: StepResult = await self._activity(ShieldingActivities.accept_form, form, messages.ACTIVITY_FORM)
         finally:
             self._form_arriving = False
         state.form_received_at = result.at or workflow.now()
@@ -385,7 +397,7 @@ class ShieldingRequestWorkflow:
                 body=messages.form_receipt_body(state.request_id),
                 operation_key=self._next_key("form-receipt"),
             )
-            await self._activity(ShieldingActivities.notify_requestor, notice)
+            await self._activity(ShieldingActivities.notify_requestor, notice, messages.ACTIVITY_REQUESTOR)
         self._publish()
         self._wake = True
         message = messages.form_accepted(state.request_id)
