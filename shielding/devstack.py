@@ -4,6 +4,12 @@ Temporal dev server (SQLite file and Web UI) + a private PostgreSQL, both under 
 migrations, then the worker and the web service as child processes. Only this process holds the database
 superuser; the worker, the web service and every command get the service's own login. Ctrl-C or SIGTERM
 stops all of it; running it again resumes every sleeping workflow from the same files.
+
+It supervises the worker and the web service: one that dies is started again after a backoff, with a line
+saying so (an intake in flight waits out the gap: its workflow carries on when the worker is back); only a part
+that keeps dying (`RestartPolicy`) stops the stack, saying why. Temporal and PostgreSQL hold the state: if
+either dies, the stack stops. Each of the two processes serves Prometheus metrics on a port of its own (in the
+stack file and printed at start).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from shielding.action_auth import ensure_dev_action_keys
 from shielding.audit_signing import ensure_dev_audit_keys
 from shielding.codec import generate_key_spec
-from shielding.processes import ManagedProcess, ProcessFailed, port_free
+from shielding.processes import ManagedProcess, ProcessFailed, RestartPolicy, free_ports, port_free
 from shielding.secrets import write_secret_file
 from shielding.settings import ConfigurationError, Settings
 from shielding.temporal import dev_server_command
@@ -51,6 +57,11 @@ class DevStack:
         self.web: ManagedProcess | None = None
         self.postgres: Any = None
         self.stopping = threading.Event()
+        self.env: dict[str, str] = {}
+        self.stack: dict[str, Any] = {}
+        # The Prometheus ports of the worker and the web service (free ones, chosen at start).
+        self.metrics_ports: dict[str, int] = {}
+        self.restarts = {"worker": RestartPolicy(), "web": RestartPolicy()}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,10 +85,12 @@ class DevStack:
         self._start_temporal()
         _say("temporal: up")
         temporal_address = f"127.0.0.1:{self.settings.dev_temporal_port}"
-        env = self._service_env(temporal_address, database_url)
-        self._start_worker(env)
+        self.env = self._service_env(temporal_address, database_url)
+        worker_port, web_port = free_ports(2)
+        self.metrics_ports = {"worker": worker_port, "web": web_port}
+        self._start_worker()
         _say("worker: up")
-        self._start_web(env)
+        self._start_web()
         _say("web: up")
         self._write_stack_file(temporal_address, database_url)
 
@@ -108,16 +121,24 @@ class DevStack:
         return f"http://localhost:{self.settings.dev_web_port}"
 
     def _write_stack_file(self, temporal_address: str, database_url: str) -> None:
-        path = self.settings.stack_file()
-        stack = {
+        self.stack = {
             "temporal_address": temporal_address,
             "database_url": database_url,
             "web_url": self.web_url,
             "namespace": self.settings.temporal_namespace,
             "pid": os.getpid(),
+            "metrics": {part: f"http://127.0.0.1:{port}/metrics" for part, port in self.metrics_ports.items()},
         }
+        self._rewrite_stack_file()
+
+    def _rewrite_stack_file(self) -> None:
+        """The stack file with the worker's and the web service's current process ids (they change on a restart)."""
+        stack = {**self.stack, "processes": {}}
+        for part, process in (("worker", self.worker), ("web", self.web)):
+            if process is not None and process.alive():
+                stack["processes"][part] = {"pid": process.pid, "runs": process.runs}
         # It names the service's database login with its password: 0600 from creation, replaced atomically.
-        write_secret_file(path, json.dumps(stack), replace=True)
+        write_secret_file(self.settings.stack_file(), json.dumps(stack), replace=True)
 
     def _service_env(self, temporal_address: str, database_url: str) -> dict[str, str]:
         """The worker's and the web service's settings: the service's database login, never the superuser."""
@@ -145,29 +166,70 @@ class DevStack:
 
         return ready, forward
 
-    def _start_web(self, env: dict[str, str]) -> None:
-        self.web = ManagedProcess("the web service", [sys.executable, "-m", "web"], self.data_dir / "web.log", env=env)
+    def _part_env(self, part: str) -> dict[str, str]:
+        return {**self.env, "SHIELDING_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_ports[part]}"}
+
+    def _start_web(self) -> None:
+        if self.web is None:
+            self.web = ManagedProcess(
+                "the web service", [sys.executable, "-m", "web"], self.data_dir / "web.log", env=self._part_env("web")
+            )
         _, forward = self._forwarding(b"\0")
         self.web.start(on_line=forward)
         self.web.wait_for_port(self.settings.dev_web_port, READY_TIMEOUT)
 
-    def _start_worker(self, env: dict[str, str]) -> None:
+    def _start_worker(self) -> None:
         ready, forward = self._forwarding(b"worker started")
         # A child process, so a worker that dies at exit (sdk-python#300) never takes the stack down with it.
-        self.worker = ManagedProcess(
-            "the worker", [sys.executable, "-m", "worker.main"], self.data_dir / "worker.log", env=env
-        )
+        if self.worker is None:
+            self.worker = ManagedProcess(
+                "the worker",
+                [sys.executable, "-m", "worker.main"],
+                self.data_dir / "worker.log",
+                env=self._part_env("worker"),
+            )
         self.worker.start(on_line=forward)
         self.worker.wait_until(ready.is_set, READY_TIMEOUT, "start")
 
     def watch(self) -> int:
-        """Block until asked to stop or a part dies; returns the exit code."""
+        """Block until asked to stop, restarting a worker or web service that dies; returns the exit code
+        (1: Temporal or PostgreSQL died, or a part kept dying)."""
         while not self.stopping.wait(0.5):
-            for process in (self.temporal, self.worker, self.web):
-                if process is not None and process.process is not None and not process.alive():
-                    _say(f"{process.name} stopped unexpectedly (code {process.returncode}); shutting down")
+            if self.temporal is not None and self.temporal.process is not None and not self.temporal.alive():
+                _say(f"{self.temporal.name} stopped unexpectedly (code {self.temporal.returncode}); shutting down")
+                return 1
+            for part, process, restart in (
+                ("worker", self.worker, self._start_worker),
+                ("web", self.web, self._start_web),
+            ):
+                died = process is not None and process.process is not None and not process.alive()
+                if died and process is not None and not self._restart(part, process, restart):
                     return 1
         return 0
+
+    def _restart(self, part: str, process: ManagedProcess, start: Callable[[], None]) -> bool:
+        """Start a part that died again, after its backoff; False when it keeps dying (the stack stops)."""
+        while True:
+            policy = self.restarts[part]
+            delay = policy.died(time.monotonic())
+            code = process.returncode
+            if delay is None:
+                _say(
+                    f"{process.name} keeps stopping ({len(policy.deaths)} times in {policy.window / 60:.0f} minutes, "
+                    f"last code {code}); shutting down. Its log: {process.log_path}"
+                )
+                return False
+            _say(f"{process.name} stopped unexpectedly (code {code}); starting it again in {delay:.0f}s")
+            if self.stopping.wait(delay):
+                return True
+            try:
+                start()
+            except ProcessFailed as err:
+                _say(f"{process.name} did not start again: {str(err).splitlines()[0]}")
+                continue
+            _say(f"{process.name}: up again")
+            self._rewrite_stack_file()
+            return True
 
     def stop(self) -> None:
         self.stopping.set()

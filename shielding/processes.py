@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -171,3 +172,23 @@ class ManagedProcess:
                 self.process.wait()
         self.signal_group(signal.SIGKILL)
         return self.process.returncode
+
+
+@dataclass
+class RestartPolicy:
+    """When a supervised part that died is started again: after a backoff that doubles with each death in the
+    window (1 s, 2 s, 4 s ... at most `max_delay`), unless it died `max_deaths` times within `window` seconds,
+    when it is given up on (it keeps dying: restarting it again would only hide why)."""
+
+    max_deaths: int = 5
+    window: float = 300.0
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    deaths: list[float] = field(default_factory=list)
+
+    def died(self, at: float) -> float | None:
+        """Record a death at monotonic time `at`; the seconds to wait before restarting, or None: give up."""
+        self.deaths = [t for t in self.deaths if at - t < self.window] + [at]
+        if len(self.deaths) >= self.max_deaths:
+            return None
+        return min(self.first_delay * 2 ** (len(self.deaths) - 1), self.max_delay)

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
     task_queue: str = "shielding"
+    # Where this process serves Prometheus metrics (the SDK's and ours), e.g. "0.0.0.0:9464"; unset: none.
+    metrics_address: str | None = None
+    # How often the web service reads the queue gauges (reviews due and overdue, forms awaited) from PostgreSQL.
+    metrics_refresh_seconds: float = 30.0
     # Comma-separated "key-id:base64-32-byte-key"; the first is used to encrypt, all of them decrypt.
     encryption_keys: str | None = None
     # Comma-separated "key-id:base64-32-byte-key" for signing staff actions sent to workflows (HMAC-SHA256);

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from shielding import messages, store
+from shielding import messages, metrics, store
 from shielding.action_auth import ActionKeys, Signable, SignedAction, signed
 from shielding.domain import (
     REQUEST_ID_PATTERN,
@@ -138,6 +139,7 @@ class ShieldingService:
         self, draft: IntakeDraft, *, actor: str, request_id: str | None = None, now: datetime | None = None
     ) -> IntakeAcknowledgement:
         request_id = request_id or new_request_id()
+        arrived = time.monotonic()
         now = now or datetime.now(UTC)
         draft = with_added_related(draft)
         try:
@@ -178,6 +180,8 @@ class ShieldingService:
                 f"Request id {request_id} belongs to a request for other children; take this call as a new request."
             )
         log.info("intake acknowledged", request_id=request_id, stage=ack.stage.value)
+        if ack.stage == Stage.AWAITING_FORM:
+            metrics.time_to_shield(timedelta(seconds=time.monotonic() - arrived))
         if ack.stage == Stage.REFUSED:
             raise Refusal(f"Refused: {ack.message}")
         return ack

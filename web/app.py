@@ -6,6 +6,8 @@ is `Cache-Control: no-store`, and errors are plain sentences (`web.errors`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shielding import store
 from shielding.action_auth import action_keys_from_settings
 from shielding.audit_signing import configure_audit_signing
+from shielding.metrics import refresh_gauges
 from shielding.settings import Settings
 from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
@@ -89,9 +92,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.parts = await build_parts(settings)
+        gauges = asyncio.create_task(refresh_gauges(app.state.parts.pool, settings.metrics_refresh_seconds))
         try:
             yield
         finally:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
             await app.state.parts.pool.close()
 
     app = FastAPI(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from shielding import metrics
 from shielding.log import configure_logging
 from shielding.settings import Settings
 from web.app import create_app
@@ -11,6 +12,8 @@ from web.app import create_app
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     configure_logging(settings.log_level or "INFO")
+    # Prometheus metrics on a port of their own (not the pages'): before the app connects to Temporal.
+    metrics.start_runtime(settings.metrics_address, process="web")
     uvicorn.run(
         create_app(settings),
         host=host or settings.web_host,

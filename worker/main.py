@@ -15,7 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit_anchor import AuditAnchorActivities
 from activities.document_retention import DocumentRetentionActivities
 from activities.shielding import ShieldingActivities
-from shielding import store
+from shielding import metrics, store
 from shielding.action_auth import action_keys_from_settings, configure_action_keys
 from shielding.audit_signing import configure_audit_signing
 from shielding.log import configure_logging, get_logger
@@ -82,6 +82,7 @@ def build_worker(
 async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
     settings = settings or get_settings()
     configure_logging(settings.log_level or "INFO")
+    metrics.start_runtime(settings.metrics_address, process="worker")  # before the client: it uses the runtime
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

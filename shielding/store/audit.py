@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from shielding import metrics
 from shielding.audit_signing import (
     AUDIT_LOG,
     GENESIS,
@@ -51,6 +52,7 @@ async def append_audit(
     details: dict[str, Any] | None = None,
 ) -> int:
     """Append one signed entry in the caller's transaction; returns its number."""
+    metrics.audited(action)
     if isinstance(requestor, Requestor):
         requestor = requestor.model_dump(mode="json", exclude_none=True)
     content = {

@@ -153,6 +153,19 @@ _ORDER = {
 }
 
 
+async def queue_counts(pool: asyncpg.Pool, *, now: datetime | None = None) -> dict[str, int]:
+    """How many requests the reviewers' queue holds of each status ('due', 'overdue', 'form'), for the gauges."""
+    rows = await pool.fetch(
+        f"SELECT status, count(*) AS n FROM ({_QUEUE}) counted GROUP BY status",
+        OVERDUE_AFTER,
+        now or datetime.now(UTC),
+        sorted(s.value for s in QueueStatus),
+        None,
+        None,
+    )
+    return {row["status"]: int(row["n"]) for row in rows}
+
+
 def _like_prefix(text: str | None) -> str | None:
     if not text:
         return None
