@@ -356,3 +356,27 @@ def test_dockerfile_pinned_python_non_root(dockerfile: str) -> None:
     assert re.search(r"^RUN .*pip install \.(\s|$)", dockerfile, re.MULTILINE)
     assert "[test]" not in dockerfile
     assert re.search(r'^CMD \["shielding", "worker"\]', dockerfile, re.MULTILINE)
+
+
+# The services that run one job and exit (schema, namespace and migrations) are neither restarted nor checked.
+ONE_SHOT = {"temporal-schema", "temporal-admin-tools", "migrate"}
+
+
+def test_every_long_running_service_restarts_and_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
+    long_running = set(services) - ONE_SHOT
+    assert {WORKER, "web", TEMPORAL, "temporal-ui", APP_DB} <= long_running
+    for name in sorted(long_running):
+        assert services[name].get("restart") == "unless-stopped", f"{name} is not restarted when it dies"
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test != ["NONE"], f"{name} has no health check"
+    for name in ONE_SHOT:
+        assert "restart" not in services[name], f"{name} runs once: restarting it would run it again"
+
+
+def test_the_worker_and_web_service_serve_metrics_inside_the_network_only(services: dict[str, dict[str, Any]]) -> None:
+    for name in (WORKER, "web"):
+        address = environment(services[name])["SHIELDING_METRICS_ADDRESS"]
+        port = address.rsplit(":", 1)[1]
+        published = " ".join(str(p) for p in services[name].get("ports", []))
+        assert f":{port}" not in published, f"{name} publishes its metrics port to the host"
+    assert "9464/metrics" in " ".join(services[WORKER]["healthcheck"]["test"])
