@@ -228,9 +228,8 @@ async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -
     """Break-glass: a child-protection user sees the hidden details once; audited, managers alerted."""
     await require(pool, actor, "override", child_uid=uid)
     record = await store.full_child(pool, uid)
-    if record is None:
-        return None
-    request_id = record.pop("shield_request_id", None)
+    # A break-glass that finds no record is recorded and alerted too: it is someone looking for a child.
+    request_id = record.pop("shield_request_id", None) if record is not None else None
     async with pool.acquire() as conn, conn.transaction():
         await store.append_audit(
             conn,
@@ -239,6 +238,7 @@ async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -
             request_id=request_id,
             child_uid=uid,
             reason=reason,
+            details={} if record is not None else {"record": "not found"},
         )
         managers = store.RecipientKind.MANAGERS.value
         await store.notify(

@@ -69,9 +69,10 @@ def _alt_names(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # A file that was already there keeps its old mode through O_CREAT: narrow it before a key is written.
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(path, mode)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

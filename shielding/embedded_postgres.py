@@ -222,8 +222,10 @@ def snapshot(conninfo: str) -> dict[str, object]:
 
 def _dump(conninfo: str, target: Path) -> None:
     """pg_dumpall 18 of the old server, less the CREATE of the superuser the new cluster already has."""
-    with tempfile.TemporaryFile() as errors, target.open("wb") as out:
-        target.chmod(0o600)
+    # The dump holds every child's record: readable by its owner only from the moment it exists.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with tempfile.TemporaryFile() as errors, os.fdopen(fd, "wb") as out:
         dump = subprocess.Popen(
             [str(_new_binaries() / "pg_dumpall"), "--dbname", conninfo], stdout=subprocess.PIPE, stderr=errors
         )

@@ -42,6 +42,7 @@ from shielding.domain import (
     ReviewDecision,
     ReviewDecisionKind,
     ReviewOutcome,
+    ShieldingRequestInput,
     Stage,
     StatusQuery,
     UnshieldOutcome,
@@ -60,6 +61,8 @@ from workflows.shielding_request import ShieldingRequestWorkflow
 log = get_logger(__name__)
 
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+# What a database that is down or restarting raises (its socket gone, refused, or "shutting down").
+DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
 _REQUESTOR_FIELDS = {
     "requestor_type",
     "requestor_name",
@@ -155,10 +158,9 @@ class ShieldingService:
             )
             log.info("intake refused", request_id=request_id)
             raise
-        # Every record sharing an address or a carer with a child in the request: added, or not and why (asked
-        # for before anything is started; the decisions are audited, their reasons never logged).
-        decisions = decide_related(draft, request, await related_records(self._pool, request.children))
-        await record_related_decisions(self._pool, request_id, decisions, actor=actor)
+        # One bound for the whole call, whatever it waits for: the directory database, then the workflow service.
+        deadline = None if self._intake_timeout is None else asyncio.get_running_loop().time() + self._intake_timeout
+        await self._decide_related(draft, request, actor=actor, deadline=deadline)
         request = self._signed(request, SignedAction.INTAKE, request_id)
         start = WithStartWorkflowOperation(
             ShieldingRequestWorkflow.run,
@@ -173,7 +175,7 @@ class ShieldingService:
             # every payload). The workflow keeps its current details up to date from here on.
             static_summary=messages.operations_summary(request_id, len(request.children)),
         )
-        ack = await self._acknowledged(start, request_id)
+        ack = await self._acknowledged(start, request_id, deadline)
         if {c.uid for c in ack.children} != set(request.children):
             # The id was reused for a different request while the first one runs: never report it as done.
             raise Refusal(
@@ -186,10 +188,39 @@ class ShieldingService:
             raise Refusal(f"Refused: {ack.message}")
         return ack
 
+    async def _decide_related(
+        self, draft: IntakeDraft, request: ShieldingRequestInput, *, actor: str, deadline: float | None
+    ) -> None:
+        """Every record sharing an address or a carer with a child in the request: added, or not and why (asked
+        for before anything is started; the decisions are audited, their reasons never logged). A database
+        outage is waited out until the intake's bound, then the caller is told to try again: nothing was started."""
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            try:
+                related = await related_records(self._pool, request.children)
+                decisions = decide_related(draft, request, related)
+                await record_related_decisions(self._pool, request.request_id, decisions, actor=actor)
+                return
+            except DATABASE_UNAVAILABLE:
+                if deadline is not None and loop.time() + delay >= deadline:
+                    log.warning("intake not confirmed in time", request_id=request.request_id)
+                    raise self._not_confirmed(request.request_id) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _not_confirmed(self, request_id: str) -> IntakeTimeout:
+        return IntakeTimeout(
+            f"Request {request_id} was not confirmed within {self._intake_timeout:g} seconds: the workflow "
+            "service or the directory database may be unavailable. The request may still be completed when "
+            f"they recover; check its status (shielding status {request_id}) and, if it is unknown, submit "
+            "it again under the same request id."
+        )
+
     async def _acknowledged(
-        self, start: WithStartWorkflowOperation[Any, Any], request_id: str
+        self, start: WithStartWorkflowOperation[Any, Any], request_id: str, deadline: float | None
     ) -> IntakeAcknowledgement:
-        bound = asyncio.timeout(self._intake_timeout)
+        bound = asyncio.timeout_at(deadline)
         try:
             async with bound:
                 return await self._client.execute_update_with_start_workflow(
@@ -206,12 +237,7 @@ class ShieldingService:
             if not (bound.expired() and isinstance(err, TimeoutError | WorkflowUpdateRPCTimeoutOrCancelledError)):
                 raise
             log.warning("intake not confirmed in time", request_id=request_id)
-            raise IntakeTimeout(
-                f"Request {request_id} was not confirmed within {self._intake_timeout:g} seconds: the workflow "
-                "service or the directory database may be unavailable. The request may still be completed when "
-                f"they recover; check its status (shielding status {request_id}) and, if it is unknown, submit "
-                "it again under the same request id."
-            ) from None
+            raise self._not_confirmed(request_id) from None
 
     # --------------------------------------------------------------------------------------------- form
 

@@ -7,22 +7,27 @@ import contextlib
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from shielding import store
-from shielding.domain import Stage
+from shielding import deadlines, store
+from shielding.domain import Stage, StatusQuery
 from shielding.embedded_postgres import refusal_message, start_embedded_postgres
+from shielding.lifecycle import LifecycleState, ShieldingLifecycleInput
 from shielding.settings import ConfigurationError, Settings
 from shielding.temporal import data_converter, dev_server_extra_args
-from starter import ShieldingService
-from tests.helpers.lifecycle import draft
+from starter import ShieldingService, new_request_id
 from tests.helpers.records import make_child
 from tests.helpers.servers import TEST_ACTION_KEYS, TEST_KEYS, running_worker, temporal_binary
+from worker.main import workflow_runner
+from workflows.shielding_request import ShieldingRequestWorkflow
 
 LAST_PG16_MIGRATION = "0004_search_children_plpgsql"
 SEARCH_EXTENSIONS = {"pg_trgm", "fuzzystrmatch", "btree_gin", "unaccent"}
@@ -41,6 +46,57 @@ def migrate_up_to(url: str, last: str) -> list[str]:
         pending = backend.to_apply(migrations.filter(lambda m: m.id <= last))
         backend.apply_migrations(pending)
     return [m.id for m in pending]
+
+
+def write_shielded_child_as_before(
+    url: str, child: Any, request_id: str, shielded_at: datetime, form_due_at: datetime
+) -> None:
+    """A child imported and shielded by one request, in the schema of migrations 0001-0004."""
+    record = child.model_dump(mode="json")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """INSERT INTO children (uid, given_name, family_name, aliases, gender, date_of_birth, address, carers,
+                                     school, gp_practice, practitioners, shield_request_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                child.uid,
+                child.given_name,
+                child.family_name,
+                child.aliases,
+                record["gender"],
+                child.date_of_birth,
+                Jsonb(record["address"]),
+                Jsonb(record["carers"]),
+                child.school,
+                child.gp_practice,
+                Jsonb(record["practitioners"]),
+                request_id,
+            ),
+        )
+        conn.execute(
+            """INSERT INTO shielding_requests (request_id, stage, criteria, reason, requestor, called_at, received_by,
+                                               shielded_at, form_due_at)
+               VALUES (%s, 'awaiting-form', %s, %s, %s, %s, 'officer-a', %s, %s)""",
+            (
+                request_id,
+                ["domestic-violence"],
+                "Father subject to a non-molestation order.",
+                Jsonb({"type": "professional", "name": "Dana Whitcombe"}),
+                shielded_at,
+                shielded_at,
+                form_due_at,
+            ),
+        )
+        conn.execute(
+            """INSERT INTO request_children (request_id, child_uid, outcome, shielded_at)
+               VALUES (%s, %s, 'shielded', %s)""",
+            (request_id, child.uid, shielded_at),
+        )
+        for action, child_uid in (("received", None), ("shielded", child.uid)):
+            conn.execute(
+                "INSERT INTO audit_log (action, actor, request_id, child_uid, details) VALUES (%s, %s, %s, %s, %s)",
+                (action, "officer-a", request_id, child_uid, Jsonb({})),
+            )
 
 
 def scalar(url: str, query: str) -> object:
@@ -210,24 +266,46 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
     child = make_child()
     settings = dev_server.settings
 
-    # Before: PostgreSQL 16, a child imported and shielded, the lifecycle asleep awaiting the form.
+    # Before: PostgreSQL 16, a child imported and shielded, the lifecycle asleep awaiting the form. Written as
+    # the service of that time wrote it, in that schema (migrations up to 0004: today's store writes tables
+    # that came later, the shared-details links and the signed audit columns), with the entries chained by
+    # that schema's own trigger; the lifecycle is carried in asleep, as that service left it.
+    request_id = new_request_id()
+    shielded_at = datetime.now(UTC).replace(microsecond=0)
+    form_due_at = deadlines.form_due_at(shielded_at)
+    with old_server(pgdata) as url:
+        assert url == url16
+        write_shielded_child_as_before(url, child, request_id, shielded_at, form_due_at)
+        with psycopg.connect(url) as conn:
+            audit_before = [tuple(r) for r in conn.execute(AUDIT_ROWS.replace("$1", "%s"), (request_id,)).fetchall()]
+        assert len(audit_before) == 2
     env = await dev_server.start()
     try:
-        with old_server(pgdata) as url:
-            assert url == url16
-            async with store.pool_for(url, max_size=4) as pool:
-                await store.import_children(pool, [child], actor="test-import")
-                async with running_worker(env.client, pool, settings, task_queue):
-                    service = ShieldingService(
-                        env.client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
-                    )
-                    ack = await service.submit_request(draft([child.uid]), actor="officer-a")
-                    assert ack.stage == Stage.AWAITING_FORM
-                    assert (await service.status(ack.request_id)).stage == Stage.AWAITING_FORM
-                audit_before = [tuple(r) for r in await pool.fetch(AUDIT_ROWS, ack.request_id)]
-                assert audit_before
+        # The workflows only: a carried lifecycle asleep awaiting its form runs no activity.
+        async with Worker(
+            env.client, task_queue=task_queue, workflows=[ShieldingRequestWorkflow], workflow_runner=workflow_runner()
+        ):
+            state = LifecycleState(
+                request_id=request_id,
+                stage=Stage.AWAITING_FORM,
+                received_by="officer-a",
+                children=[child.uid],
+                called_at=shielded_at,
+                shielded_at=shielded_at,
+                form_due_at=form_due_at,
+                operations=1,
+            )
+            handle = await env.client.start_workflow(
+                ShieldingRequestWorkflow.run,
+                ShieldingLifecycleInput(state=state),
+                id=request_id,
+                task_queue=task_queue,
+            )
+            status = await handle.query(ShieldingRequestWorkflow.status, StatusQuery())
+            assert status.stage == Stage.AWAITING_FORM
     finally:
         await env.shutdown()
+
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
 
     # This database's own anchor file (the session's belongs to the session's database).
@@ -251,7 +329,7 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
                 assert int(await pool.fetchval("SHOW server_version_num")) // 10000 == 18
                 # (a) still shielded, and the practitioner's view and search still hide the address.
                 row = await pool.fetchrow("SELECT shield_request_id FROM children WHERE uid = $1", child.uid)
-                assert row["shield_request_id"] == ack.request_id
+                assert row["shield_request_id"] == request_id
                 view = await store.view_child(pool, child.uid)
                 assert view is not None and view["shielded"] and "address" not in view
                 found = await store.search_children(
@@ -263,19 +341,19 @@ async def test_a_shielded_child_and_its_sleeping_lifecycle_survive_the_move(
                     ),
                 )
                 assert child.uid not in {r["uid"] for r in found}
-                assert [tuple(r) for r in await pool.fetch(AUDIT_ROWS, ack.request_id)] == audit_before
+                assert [tuple(r) for r in await pool.fetch(AUDIT_ROWS, request_id)] == audit_before
                 assert (await store.verify_chain(pool, anchor_path=anchor)).intact
                 # (b) the lifecycle resumes: its status answers, and the form it sleeps for is accepted.
                 async with running_worker(env.client, pool, settings, task_queue):
                     service = ShieldingService(
                         env.client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
                     )
-                    assert (await service.status(ack.request_id)).stage == Stage.AWAITING_FORM
+                    assert (await service.status(request_id)).stage == Stage.AWAITING_FORM
                     form = tmp_path / "form.pdf"
                     form.write_bytes(b"%PDF-1.7 the completed shielding request form")
-                    outcome = await service.submit_form(ack.request_id, [form], actor="officer-a")
+                    outcome = await service.submit_form(request_id, [form], actor="officer-a")
                     assert outcome.accepted, outcome.message
-                    status = await service.status(ack.request_id)
+                    status = await service.status(request_id)
                     assert status.stage == Stage.SHIELDED and status.form_received_at is not None
                 assert (await store.verify_chain(pool, anchor_path=anchor)).intact
         finally:

@@ -903,6 +903,18 @@ async def test_roles_decide_who_may_act_and_every_refusal_is_audited(pool) -> No
 # -------------------------------------------------------------------------------------- g. break-glass override
 
 
+async def test_a_break_glass_that_finds_no_record_is_audited_and_alerted_too(pool) -> None:
+    manager = await a_manager(pool)
+    protector = _name("cp")
+    await grant(pool, protector, "child-protection", by=manager)
+    uid = f"C-NOSUCH{uuid.uuid4().hex[:8]}"
+    assert await access.override_view(pool, protector, uid, "looking for a child who is not here") is None
+    entry = await pool.fetchrow("SELECT * FROM audit_log WHERE action = 'override-viewed' AND child_uid = $1", uid)
+    assert entry is not None and entry["actor"] == protector and entry["details"] == {"record": "not found"}
+    alerts = [n for n in await store.notifications(pool) if n["recipient_kind"] == "managers" and uid in n["body"]]
+    assert len(alerts) == 1
+
+
 async def test_break_glass_override_is_child_protection_only_audited_and_one_off(pool) -> None:
     manager = await a_manager(pool)
     protector, practitioner = _name("cp"), _name("practitioner")

@@ -69,7 +69,7 @@ async def apply_group_roles(pool: asyncpg.Pool, oidc: OidcClient, who: VerifiedI
             except access.NeedsSecondApproval as ask:
                 # A group mapping cannot stand in for a manager's approval: asked for, not granted.
                 await access.record_approval_request(conn, ask)
-                log.warning("oidc role needs approval", name=name, role=role)
+                log.warning("oidc role needs approval", actor=name, role=role)
         granted_before = await conn.fetch(
             "SELECT role FROM user_roles WHERE name = $1 AND added_by = $2", name, SSO_ACTOR
         )
@@ -80,7 +80,7 @@ async def apply_group_roles(pool: asyncpg.Pool, oidc: OidcClient, who: VerifiedI
                 async with conn.transaction():  # a savepoint: a refused removal leaves the rest
                     await access.remove_role(conn, name, row["role"], by=SSO_ACTOR)
             except (access.AccessDenied, access.InvalidChange) as err:
-                log.warning("oidc role kept", name=name, role=row["role"], reason=str(err))
+                log.warning("oidc role kept", actor=name, role=row["role"], reason=type(err).__name__)
 
 
 async def _free_account_name(conn: asyncpg.Connection, who: VerifiedIdentity) -> str:
