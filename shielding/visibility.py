@@ -51,7 +51,8 @@ QUERIES = (
     OperationsQuery(
         "forms-due-soon",
         "requests whose written form is due within two days",
-        f"{_RUNNING_REQUESTS} AND ShieldingStage = 'awaiting-form' AND FormDueAt BETWEEN '{{now}}' AND '{{in_two_days}}'",
+        f"{_RUNNING_REQUESTS} AND ShieldingStage = 'awaiting-form' "
+        "AND FormDueAt BETWEEN '{now}' AND '{in_two_days}'",
     ),
     OperationsQuery(
         "forms-past-due",
