@@ -1,4 +1,5 @@
-"""The scheduled check of the audit log: verify every entry and anchor its head outside the database."""
+"""The scheduled check of the audit log and the access log: verify every entry of each and anchor each head
+outside the database."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from shielding import store
-from shielding.audit_signing import AuditSigning
+from shielding.audit_signing import ACCESS_LOG, AuditSigning
 from shielding.log import get_logger
 
 log = get_logger(__name__)
@@ -21,6 +22,8 @@ class AnchorResult(BaseModel):
     first_broken_entry: int | None = None
     anchored_entry: int | None = None
     message: str
+    # The access log's own verdict (checked in the same run, against its own anchor file).
+    access_log: AnchorResult | None = None
 
 
 class AuditAnchorActivities:
@@ -33,11 +36,17 @@ class AuditAnchorActivities:
     @activity.defn
     async def anchor_audit_log(self) -> AnchorResult:
         verdict = await store.verify_chain(self._pool, signing=self._signing)
-        if verdict.intact:
-            log.info("audit log anchored", entries=verdict.entries, anchored_entry=verdict.anchored_entry)
-        else:
-            log.error("audit log broken", first_broken_entry=verdict.first_broken_entry, message=verdict.message)
-        return AnchorResult(**verdict.model_dump())
+        access = await store.verify_chain(self._pool, stream=ACCESS_LOG, signing=self._signing)
+        for name, checked in (("audit log", verdict), ("access log", access)):
+            if checked.intact:
+                log.info("log anchored", stream=name, entries=checked.entries, anchored_entry=checked.anchored_entry)
+            else:
+                log.error("log broken", stream=name, first_broken_entry=checked.first_broken_entry)
+        result = AnchorResult(**verdict.model_dump(), access_log=AnchorResult(**access.model_dump()))
+        if verdict.intact and not access.intact:
+            # The run fails on either: say which.
+            result = result.model_copy(update={"intact": False, "message": access.message})
+        return result
 
     def all(self) -> list[object]:
         return [self.anchor_audit_log]

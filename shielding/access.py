@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "import": frozenset({"manager", "intake"}),
     "override": frozenset({"child-protection"}),
     "users": frozenset({"manager"}),
+    # Who looked at which child (the access log); reading it is logged too.
+    "access log": frozenset({"manager"}),
     # Reading workflow payloads in the Temporal Web UI (its codec endpoint): the operations staff who run it.
     "decode payloads": frozenset({"manager", "operations"}),
 }

@@ -52,6 +52,10 @@ class AuditStream:
     columns: tuple[str, ...]
     json_columns: frozenset[str]
     anchor_name: str
+    # How a verdict names it ("audit log BROKEN at entry 7 ...").
+    label: str = "audit log"
+    # Entries may be removed from its start by retention (the head says where the kept log starts).
+    pruned: bool = False
 
 
 AUDIT_LOG = AuditStream(
@@ -60,6 +64,17 @@ AUDIT_LOG = AuditStream(
     columns=("action", "actor", "request_id", "child_uid", "requestor", "reason", "details"),
     json_columns=frozenset({"requestor", "details"}),
     anchor_name="audit.anchor",
+)
+
+# Who looked at which child (shielding.store.access_log): the same protections, its own chain and anchor file.
+ACCESS_LOG = AuditStream(
+    table="access_log",
+    head_table="access_chain_head",
+    columns=("actor", "front_end", "kind", "request_id", "child_uids", "details"),
+    json_columns=frozenset({"child_uids", "details"}),
+    anchor_name="access.anchor",
+    label="access log",
+    pruned=True,
 )
 
 

@@ -138,6 +138,10 @@ class AuditAction(StrEnum):
     SHARED_DETAILS_FLAGGED = "shared-details-flagged"
     # Someone read the directory more often than the limit allows (the first refusal in each window).
     READS_LIMITED = "reads-limited"
+    # Retention removed the oldest access log entries (how many, up to which entry, in details).
+    ACCESS_LOG_PRUNED = "access-log-pruned"
+    # A user with no request or brokering link viewed a shielded child's record more often in a day than allowed.
+    VIEWS_FLAGGED = "views-flagged"
 
 
 def no_control_chars(value: str) -> str:

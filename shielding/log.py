@@ -44,6 +44,8 @@ ALLOWED_FIELDS = frozenset(
         "exception",
         # identifiers (ids say nothing about a child by design: SR-… random, CP-… directory uids)
         "request_id",
+        # which of the signed logs (audit log, access log)
+        "stream",
         "workflow_id",
         "run_id",
         "child_uid",

@@ -397,3 +397,21 @@ def operations_details(
     lines = [f"**{headline}**", "", f"Request {request_id} · {children} {'child' if children == 1 else 'children'}"]
     lines.append(f"Stage: `{stage.value}`")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ access log
+
+
+def views_flagged_subject(uid: str) -> str:
+    return f"Repeated views of shielded record {uid}"
+
+
+def views_flagged_body(uid: str, actor: str, views: int, limit: int) -> str:
+    return (
+        f"{actor} has viewed the shielded record {uid} {views} times today (more than {limit}) and has no request "
+        "or brokering link to the child. Nothing was blocked. See who viewed the record on its page (managers)."
+    )
+
+
+def access_log_pruned(removed: int, days: int) -> str:
+    return f"{removed} access log entries older than {days} days removed (retention)"

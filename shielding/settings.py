@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # Supporting documents of a closed request keep their content this many days after it closed, then a
     # daily Temporal Schedule removes it (name, size and digest stay, with the time it was removed).
     document_retention_days: float = 30.0
+    # How long the access log keeps who looked at what (then the retention schedule removes it, audited).
+    access_log_retention_days: float = 730.0
+    # Views in a day of one shielded child's record, by someone with no request or brokering link to the child,
+    # after which the managers are told (a flag, not a block).
+    shielded_views_per_day: int = 3
     # The password of DATABASE_URL's user when the URL has none (production: from a file, below).
     database_password: str | None = None
     # Every secret can be read from a file (Docker secrets): SHIELDING_<NAME>_FILE, e.g. /run/secrets/<name>.

@@ -347,7 +347,13 @@ async def test_entries_from_before_signing_are_covered_by_the_first_signed_one(
         pool = await store.create_pool(url, max_size=2)
         log = Log(url, pool, AuditSigning(AuditKeys.from_spec(TEST_AUDIT_KEYS), tmp_path))
         try:
-            assert await log.write(3) == [0, 0, 0]  # the old, unsigned entries of a database not yet migrated
+            # The old, unsigned entries of a database not yet migrated, as the service of that time wrote them.
+            for n in range(3):
+                await pool.execute(
+                    "INSERT INTO audit_log (action, actor, reason, details) VALUES ('role-granted', 'ivy', $1, $2)",
+                    f"person-{n} granted intake",
+                    {"n": n},
+                )
             await asyncio.to_thread(store.migrate, url)
             await pool.close()  # the service starts again after its migrations
             pool = log.pool = await store.create_pool(url, max_size=2)

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from shielding import access, store
 from shielding.domain import AuditAction
 from shielding.settings import Settings
+from shielding.store.access_log import FrontEnd, Reader
 from starter import ShieldingService
 from starter.identity import IdentityService, NotSignedIn, Session
 from web.oidc import OidcClient
@@ -115,3 +116,16 @@ def allowed(action: str) -> object:
         return session
 
     return Depends(check)
+
+
+def reader(request: Request, session: Session) -> Reader:
+    """Who reads, through which front end, for the access log: the signed-in person, from their session; the
+    pages are "web", the API "api", or "cli" when the `shielding` command says it is the caller (the channel is
+    only a label beside who: identity never comes from it)."""
+    if not request.url.path.startswith("/api/") and session.kind == "cookie":
+        front_end = FrontEnd.WEB
+    elif request.headers.get("user-agent", "").startswith("shielding-cli"):
+        front_end = FrontEnd.CLI
+    else:
+        front_end = FrontEnd.API
+    return Reader(actor=session.name, front_end=front_end, request_id=request.path_params.get("request_id"))

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.access_log_retention import AccessLogRetentionActivities
 from activities.audit_anchor import AuditAnchorActivities
 from activities.document_retention import DocumentRetentionActivities
 from activities.shielding import ShieldingActivities
@@ -23,7 +24,8 @@ from shielding.settings import ConfigurationError, Settings, get_settings
 from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
 from worker.audit_schedule import ensure_anchor_schedule
-from worker.retention_schedule import ensure_retention_schedule
+from worker.retention_schedule import ensure_access_log_retention_schedule, ensure_retention_schedule
+from workflows.access_log_retention import AccessLogRetentionWorkflow
 from workflows.audit_anchor import AnchorAuditWorkflow
 from workflows.document_retention import DocumentRetentionWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
@@ -46,6 +48,7 @@ def build_worker(
     *,
     audit_anchor: AuditAnchorActivities | None = None,
     document_retention: DocumentRetentionActivities | None = None,
+    access_log_retention: AccessLogRetentionActivities | None = None,
     **overrides: object,
 ) -> Worker:
     # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
@@ -67,6 +70,9 @@ def build_worker(
     if document_retention is not None:  # the nightly removal of closed requests' documents (run_worker; tests)
         workflows.append(DocumentRetentionWorkflow)
         registered = [*registered, *document_retention.all()]
+    if access_log_retention is not None:  # the nightly removal of access log entries past their retention
+        workflows.append(AccessLogRetentionWorkflow)
+        registered = [*registered, *access_log_retention.all()]
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": workflows,
@@ -96,10 +102,12 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
             settings,
             audit_anchor=AuditAnchorActivities(pool),
             document_retention=retention,
+            access_log_retention=AccessLogRetentionActivities(pool, timedelta(days=settings.access_log_retention_days)),
         )
         async with worker:
             schedule_id = await ensure_anchor_schedule(client, settings)
             retention_schedule = await ensure_retention_schedule(client, settings)
+            await ensure_access_log_retention_schedule(client, settings)
             log.info(
                 "worker started",
                 task_queue=settings.task_queue,

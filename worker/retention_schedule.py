@@ -1,5 +1,6 @@
-"""The Temporal Schedule that removes expired supporting documents (DocumentRetentionWorkflow) every night at
-02:30 Europe/London, made by the worker at start: created if missing, else brought up to date."""
+"""The Temporal Schedules of retention, made by the worker at start (created if missing, else brought up to date):
+expired supporting documents (DocumentRetentionWorkflow) every night at 02:30 Europe/London, and access log
+entries past their retention (AccessLogRetentionWorkflow) at 03:15."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from temporalio.client import (
 
 from shielding.settings import Settings
 from worker.schedules import ensure_schedule
+from workflows.access_log_retention import AccessLogRetentionWorkflow
 from workflows.document_retention import DocumentRetentionWorkflow
 
 
@@ -45,3 +47,30 @@ def retention_schedule(settings: Settings) -> Schedule:
 async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
     """Create the schedule, or update the one there (idempotent; any number of workers); returns its id."""
     return await ensure_schedule(client, retention_schedule_id(settings.task_queue), retention_schedule(settings))
+
+
+def access_log_retention_schedule_id(task_queue: str) -> str:
+    return f"access-log-retention-{task_queue}"
+
+
+def access_log_retention_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            AccessLogRetentionWorkflow.run,
+            id=access_log_retention_schedule_id(settings.task_queue),
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(hours=2),
+        ),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(3)], minute=[ScheduleRange(15)])],
+            time_zone_name="Europe/London",
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+
+
+async def ensure_access_log_retention_schedule(client: Client, settings: Settings) -> str:
+    """Create the schedule, or update the one there (idempotent; any number of workers); returns its id."""
+    return await ensure_schedule(
+        client, access_log_retention_schedule_id(settings.task_queue), access_log_retention_schedule(settings)
+    )

@@ -75,29 +75,21 @@ async def append_signed(conn: asyncpg.Connection, stream: AuditStream, content: 
     PostgreSQL will give them back, so what is signed is what verify reads. The trigger checks the number and
     time and computes the chain hash.
     """
-    head = await conn.fetchrow(f"SELECT * FROM {stream.head_table} WHERE singleton FOR UPDATE")
     columns = list(stream.columns)
-    if "last_entry_id" not in head.keys():  # noqa: SIM118 (a Record's `in` looks at its values)
-        # A database not yet migrated to 0007 (one being moved to a new PostgreSQL): the old, unsigned entry.
-        # Verify accepts unsigned entries only before `signed_from`, which 0007 sets past every one of them.
-        placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-        await conn.execute(
-            f"INSERT INTO {stream.table} ({', '.join(columns)}, prev_hash, entry_hash) VALUES ({placeholders}, '', '')",
-            *(content[c] for c in columns),
-        )
-        return 0
     as_stored = [c for c in columns if c in stream.json_columns]
-    casts = "".join(f", ${n}::jsonb AS {c}" for n, c in enumerate(as_stored, start=1))
-    now = await conn.fetchrow(
-        f"SELECT greatest(clock_timestamp(), last_at) AS at{casts} FROM {stream.head_table} WHERE singleton",
+    casts = "".join(f", ${n}::jsonb AS {c}__stored" for n, c in enumerate(as_stored, start=1))
+    # One statement: the head under its row lock, the entry's time (never before the last one's) and the json
+    # columns as PostgreSQL will give them back, so what is signed is what verify reads.
+    head = await conn.fetchrow(
+        f"SELECT h.*, greatest(clock_timestamp(), h.last_at) AS next_at{casts} "
+        f"FROM {stream.head_table} h WHERE singleton FOR UPDATE",
         *(content[c] for c in as_stored),
     )
-    stored = {**content, **{c: now[c] for c in as_stored}}
-    entry_id, prev_hash = int(head["last_entry_id"]) + 1, str(head["last_hash"])
-    key_id, mac = sign_entry(
-        audit_signing().keys, stream, entry_id=entry_id, at=now["at"], prev_hash=prev_hash, content=stored
-    )
-    values = [entry_id, now["at"], *(stored[c] for c in columns), key_id, mac]
+    stored = {**content, **{c: head[f"{c}__stored"] for c in as_stored}}
+    entry_id, prev_hash, at = int(head["last_entry_id"]) + 1, str(head["last_hash"]), head["next_at"]
+    keys = audit_signing().keys
+    key_id, mac = sign_entry(keys, stream, entry_id=entry_id, at=at, prev_hash=prev_hash, content=stored)
+    values = [entry_id, at, *(stored[c] for c in columns), key_id, mac]
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     await conn.execute(
         f"""INSERT INTO {stream.table} (entry_id, at, {", ".join(columns)}, key_id, mac, prev_hash, entry_hash)
@@ -232,18 +224,33 @@ class _Walk:
         self.last_id = 0
         self.prev_hash = GENESIS
         self.matched: set[int] = set()
+        self._first = 1
+
+    def _broken(self, entry_id: int, what: str) -> _Broken:
+        return _Broken(entry_id, f"{self.stream.label} BROKEN at entry {entry_id}: {what}")
+
+    @property
+    def first(self) -> int:
+        return self._first
+
+    def retained_from(self, first: int, pruned_hash: str | None) -> None:
+        """Retention removed the entries before `first`: the kept log chains on from the last one removed, and
+        the anchors of removed entries can no longer be checked."""
+        self._first = first
+        if first > 1:
+            self.last_id, self.prev_hash = first - 1, pruned_hash or GENESIS
+            for entry_id in [e for e in self.anchors if e < first]:
+                del self.anchors[entry_id]
 
     def entry(self, row: asyncpg.Record) -> None:
         entry_id: int = row["entry_id"]
         if entry_id >= self.signed_from and entry_id != self.last_id + 1:
             missing = self.last_id + 1
-            raise _Broken(missing, f"audit log BROKEN at entry {missing}: it is missing (removed after it was written)")
+            raise self._broken(missing, "it is missing (removed after it was written)")
         texts = [(row[f"{c}__text"] if c in self.stream.json_columns else row[c]) or "" for c in self.stream.columns]
         digest = chain_digest(self.stream, entry_id=entry_id, at=row["at"], prev_hash=row["prev_hash"], texts=texts)
         if row["prev_hash"] != self.prev_hash or digest != row["entry_hash"]:
-            raise _Broken(
-                entry_id, f"audit log BROKEN at entry {entry_id}: it was changed or removed after it was written"
-            )
+            raise self._broken(entry_id, "it was changed or removed after it was written")
         if entry_id >= self.signed_from or row["mac"] is not None:
             message = entry_message(
                 self.stream,
@@ -254,17 +261,15 @@ class _Walk:
                 content={c: row[c] for c in self.stream.columns},
             )
             if not self.keys.check(row["key_id"], message, row["mac"]):
-                raise _Broken(
+                raise self._broken(
                     entry_id,
-                    f"audit log BROKEN at entry {entry_id}: it does not carry the service's signature (it was changed, "
-                    "or written other than by the service)",
+                    "it does not carry the service's signature (it was changed, or written other than by the service)",
                 )
         for anchor in self.anchors.get(entry_id, []):
             if anchor.head_hash != row["entry_hash"]:
-                raise _Broken(
+                raise self._broken(
                     entry_id,
-                    f"audit log BROKEN at entry {entry_id}: it differs from the head anchored at {_when(anchor.at)} "
-                    "(it, or an entry before it, was changed)",
+                    f"it differs from the head anchored at {_when(anchor.at)} (it, or an entry before it, was changed)",
                 )
             self.matched.add(entry_id)
         self.checked += 1
@@ -273,25 +278,37 @@ class _Walk:
     def finish(self, head: asyncpg.Record) -> None:
         if self.last_id != head["last_entry_id"] or self.prev_hash != head["last_hash"]:
             missing = self.last_id + 1
-            raise _Broken(
-                missing,
-                f"audit log BROKEN at entry {missing}: the newest entries were removed (the chain head does not match)",
-            )
+            raise self._broken(missing, "the newest entries were removed (the chain head does not match)")
         for entry_id in sorted(set(self.anchors) - self.matched):
             anchor = self.anchors[entry_id][0]
             first = entry_id if entry_id <= self.last_id else self.last_id + 1
-            raise _Broken(
-                first,
-                f"audit log BROKEN at entry {first}: entries up to {entry_id}, anchored at {_when(anchor.at)}, "
-                "were removed",
-            )
+            raise self._broken(first, f"entries up to {entry_id}, anchored at {_when(anchor.at)}, were removed")
+
+
+async def _check_retention(conn: asyncpg.Connection, stream: AuditStream, retained_from: int) -> None:
+    """Where the kept log starts must be where the last audited prune left it: the head alone could be moved to
+    hide entries that are still there."""
+    audited = await conn.fetchval(
+        """SELECT (details ->> 'through')::bigint FROM audit_log
+           WHERE action = $1 AND details ->> 'stream' = $2 ORDER BY entry_id DESC LIMIT 1""",
+        AuditAction.ACCESS_LOG_PRUNED.value,
+        stream.table,
+    )
+    expected = 1 if audited is None else int(audited) + 1
+    if retained_from != expected:
+        first = min(retained_from, expected)
+        raise _Broken(
+            first,
+            f"{stream.label} BROKEN at entry {first}: it says it starts at entry {retained_from}, but the audited "
+            f"retention left it starting at entry {expected}",
+        )
 
 
 def _verify_query(stream: AuditStream) -> str:
     columns = [f"{c}, {c}::text AS {c}__text" if c in stream.json_columns else c for c in stream.columns]
     return (
         f"SELECT entry_id, at, prev_hash, entry_hash, key_id, mac, {', '.join(columns)} FROM {stream.table} "
-        "WHERE entry_id <= $1 ORDER BY entry_id"
+        "WHERE entry_id <= $1 AND entry_id >= $2 ORDER BY entry_id"
     )
 
 
@@ -315,21 +332,26 @@ async def verify_chain(
     try:
         anchors = read_anchors(path, stream, signing.keys)
     except AnchorError as err:
-        return ChainVerdict(intact=False, entries=0, message=f"audit log cannot be trusted: {err}")
+        return ChainVerdict(intact=False, entries=0, message=f"{stream.label} cannot be trusted: {err}")
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        kept = ", retained_from, pruned_hash" if stream.pruned else ""
         head = await conn.fetchrow(
-            f"SELECT last_hash, last_entry_id, signed_from FROM {stream.head_table} WHERE singleton"
+            f"SELECT last_hash, last_entry_id, signed_from{kept} FROM {stream.head_table} WHERE singleton"
         )
         walk = _Walk(stream, signing.keys, anchors, int(head["signed_from"]))
         try:
+            if stream.pruned:
+                await _check_retention(conn, stream, int(head["retained_from"]))
+                walk.retained_from(int(head["retained_from"]), head["pruned_hash"])
             moved = [a for a in anchors if a.signed_from != walk.signed_from]
             if moved:
                 raise _Broken(
                     None,
-                    f"audit log BROKEN: it says entries are signed from entry {walk.signed_from}, the anchor file "
+                    f"{stream.label} BROKEN: it says entries are signed from entry {walk.signed_from}, the anchor file "
                     f"from entry {moved[0].signed_from}",
                 )
-            async for row in conn.cursor(_verify_query(stream), head["last_entry_id"], prefetch=batch):
+            first = int(head["retained_from"]) if stream.pruned else 1
+            async for row in conn.cursor(_verify_query(stream), head["last_entry_id"], first, prefetch=batch):
                 walk.entry(row)
             walk.finish(head)
         except _Broken as broken:
@@ -346,5 +368,6 @@ async def verify_chain(
         intact=True,
         entries=walk.checked,
         anchored_entry=newest,
-        message=f"audit log intact: {walk.checked} entries verified",
+        message=f"{stream.label} intact: {walk.checked} entries verified"
+        + (f" (from entry {walk.first}: retention removed the ones before it)" if walk.first > 1 else ""),
     )

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException
 
-from web.pages import audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
+from web.pages import access_log, audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
 from web.pages.routing import page_not_found
 from web.pages.static import mount_assets
 
@@ -32,6 +32,7 @@ PAGE_ROUTERS = (
     break_glass.router,
     managers.router,
     audit_log.router,
+    access_log.router,
 )
 
 

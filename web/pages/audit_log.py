@@ -19,8 +19,10 @@ from fastapi import Query, Request, Response
 
 from shielding import store
 from shielding.domain import REQUEST_ID_PATTERN, UID_PATTERN, AuditAction
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from starter.identity import Session
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.rendering import render
 from web.pages.routing import page_router
@@ -113,6 +115,9 @@ async def audit(
             p.pool, request_id=wanted if by == BY_REQUEST else None, child_uid=wanted if by == BY_CHILD else None
         )
         entries = [_entry(row) for row in found[-ENTRIES_SHOWN:]]
+        uids = [wanted] if by == BY_CHILD else [r["child_uid"] for r in found if r.get("child_uid")]
+        request_id_read = wanted if by == BY_REQUEST else None
+        await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids, request_id=request_id_read)
     return render(
         request,
         "audit.html",

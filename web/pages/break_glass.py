@@ -28,10 +28,11 @@ from fastapi import Form, Request, Response
 from shielding import access, store
 from shielding.deadlines import long_date
 from shielding.domain import UID_PATTERN
-from shielding.store import accounts
+from shielding.store import access_log, accounts
 from shielding.store import break_glass as break_glass_store
+from shielding.store.access_log import AccessKind
 from starter.identity import Session, SignInFailed, slow_down_after
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.rendering import GENDER_LABELS, render
 from web.pages.routing import page_router
@@ -247,6 +248,7 @@ async def view(
     if shown is None:
         problems.add("reason", FORM_USED)
         return await _warning(request, p, session, record, errors=problems, reason=reason)
+    await access_log.record(p.pool, reader(request, session), AccessKind.BREAK_GLASS, [uid])
     return render(
         request,
         "break_glass_view.html",

@@ -34,9 +34,11 @@ from shielding import store
 from shielding.access import PERMISSIONS
 from shielding.deadlines import LONDON, long_date
 from shielding.domain import UID_PATTERN
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from shielding.store.directory import SEARCH_PAGE, ReadsLimited, count_directory_read, search_page
 from starter.identity import Session
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.rendering import GENDER_LABELS, render
 from web.pages.routing import page_router
@@ -345,6 +347,7 @@ async def search(
     if refused is not None:
         return refused
     found = await search_page(p.pool, query)
+    await access_log.record(p.pool, reader(request, session), AccessKind.SEARCH, [r["uid"] for r in found.results])
     results = [ChildView.from_record(record) for record in found.results]
     return _search_page(request, form, results=results, more=found.more)
 
@@ -354,7 +357,13 @@ async def child_record(request: Request, uid: str, p: PartsDep, session: Annotat
     refused = await reads_refused(request, p, session)
     if refused is not None:
         return refused
-    record = await store.view_child(p.pool, uid) if UID_PATTERN.fullmatch(uid) else None
+    if not UID_PATTERN.fullmatch(uid):
+        record = None
+    else:
+        who = reader(request, session)
+        record = await access_log.viewed(p.pool, who, uid, store.view_child(p.pool, uid))
+        if record is not None and record.get("shielded"):
+            await access_log.flag_repeated_views(p.pool, who, uid, limit=p.settings.shielded_views_per_day)
     if record is None:
         return render(
             request,
@@ -377,4 +386,5 @@ async def child_record(request: Request, uid: str, p: PartsDep, session: Annotat
         team_phone=TEAM_PHONE,
         team_hours=TEAM_HOURS,
         break_glass_href=f"{SEARCH_PATH}/{child.uid}/break-glass" if child.shielded and may_break_glass else None,
+        access_href=f"{SEARCH_PATH}/{child.uid}/access" if session.roles & PERMISSIONS["access log"] else None,
     )

@@ -30,11 +30,12 @@ from fastapi import Depends, HTTPException, Request, Response
 from shielding import access, store
 from shielding.domain import CRITERION_LABELS, OBJECTION_IN_PRINCIPLE, REQUEST_ID_PATTERN, IntakeAcknowledgement, Stage
 from shielding.lifecycle import review_due_at
-from shielding.store import queues
+from shielding.store import access_log, queues
+from shielding.store.access_log import AccessKind
 from starter import IntakeTimeout, Refusal, new_request_id, validate_intake
 from starter.identity import Session
 from starter.validation import RelatedRecordsUndecided
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.children import reads_refused
 from web.pages.intake_form import (
     CALLED_AT,
@@ -73,12 +74,16 @@ def checked_request_id(request_id: str) -> str:
 RequestIdDep = Annotated[str, Depends(checked_request_id)]
 
 
-async def _identities(p: PartsDep, uids: list[str]) -> list[tuple[str, ChildIdentity | None]]:
+async def _identities(
+    request: Request, p: PartsDep, session: Session, uids: list[str]
+) -> list[tuple[str, ChildIdentity | None]]:
     """Each chosen child as every role may see them (the redacting view); None for a uid the directory lacks."""
     found = []
     for uid in uids:
         record = await store.view_child(p.pool, uid)
         found.append((uid, ChildIdentity.of(record) if record else None))
+    if uids:
+        await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids)
     return found
 
 
@@ -94,12 +99,15 @@ async def _search(
     if refused is not None:
         return refused
     query = query.model_copy(update={"limit": SEARCH_LIMIT})
-    return [ChildIdentity.of(record) for record in await store.search_children(p.pool, query)]
+    found = await store.search_children(p.pool, query)
+    await access_log.record(p.pool, reader(request, session), AccessKind.SEARCH, [r["uid"] for r in found])
+    return [ChildIdentity.of(record) for record in found]
 
 
 async def _form_page(
     request: Request,
     p: PartsDep,
+    session: Session,
     form: IntakeForm,
     *,
     problems: FormProblems | None = None,
@@ -110,8 +118,12 @@ async def _form_page(
         "intake.html",
         errors=(problems or FormProblems()).problems(),
         form=form,
-        chosen=await _identities(p, form.children),
-        related=[(uid, child) for uid, child in await _identities(p, form.related) if uid not in form.children],
+        chosen=await _identities(request, p, session, form.children),
+        related=[
+            (uid, child)
+            for uid, child in await _identities(request, p, session, form.related)
+            if uid not in form.children
+        ],
         results=results,
         results_capped=results is not None and len(results) >= SEARCH_LIMIT,
         criteria=CRITERIA,
@@ -121,7 +133,7 @@ async def _form_page(
 
 @router.get(NEW_PATH)
 async def new_request(request: Request, p: PartsDep, session: Annotated[Session, may("request")]) -> Response:
-    return await _form_page(request, p, IntakeForm())
+    return await _form_page(request, p, session, IntakeForm())
 
 
 @router.post(NEW_PATH)
@@ -137,14 +149,14 @@ async def intake_step(request: Request, p: PartsDep, session: Annotated[Session,
         found = await _search(request, p, session, form, FormProblems()) if form.has_search_terms() else None
         if isinstance(found, Response):
             return found
-        return await _form_page(request, p, form, results=found)
+        return await _form_page(request, p, session, form, results=found)
     if action == "shield":
         return await _shield(request, p, session, form)
     # "Find child", and Enter in any field (the form's first button): search, keeping everything typed.
     found = await _search(request, p, session, form, problems)
     if isinstance(found, Response):
         return found
-    return await _form_page(request, p, form, problems=problems, results=found)
+    return await _form_page(request, p, session, form, problems=problems, results=found)
 
 
 async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeForm) -> Response:
@@ -159,7 +171,7 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
             validate_intake(form.draft(None), request_id=form.request_id, actor=session.name, now=now)
         except Refusal as refusal:
             problems.extend(refusal_problems(str(refusal))[0])
-        return await _form_page(request, p, form, problems=problems)
+        return await _form_page(request, p, session, form, problems=problems)
     # The names the confirmation shows are read while the workflow shields (identity fields only), so the answer
     # costs no read after the service's.
     names = asyncio.create_task(queues.child_names(p.pool, form.all_children()))
@@ -169,14 +181,14 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
     except IntakeTimeout:
         names.cancel()
         problems.add(SUBMIT, TIMED_OUT)
-        return await _form_page(request, p, form, problems=problems)
+        return await _form_page(request, p, session, form, problems=problems)
     except RelatedRecordsUndecided as undecided:
         names.cancel()
         form = form.with_related(r.uid for r in undecided.records)
         problems.add(RELATED, str(undecided))
         for uid in form.related_undecided():
             problems.add(f"related-{uid}-reason", "Enter the reason for not adding this record to the request")
-        return await _form_page(request, p, form, problems=problems)
+        return await _form_page(request, p, session, form, problems=problems)
     except Refusal as refusal:
         names.cancel()
         found, listed = refusal_problems(str(refusal))
@@ -186,12 +198,15 @@ async def _shield(request: Request, p: PartsDep, session: Session, form: IntakeF
             problems.add(REASON, REASON_MISSING)
         if await store.request_exists(p.pool, form.request_id):
             form.request_id = new_request_id()
-        return await _form_page(request, p, form, problems=problems)
+        return await _form_page(request, p, session, form, problems=problems)
     # The confirmation is the POST's own answer (no redirect and second request while the caller waits). A
     # refresh posts the same request reference again, which joins the same request and shows this page again.
     named = await names
     if any(child.uid not in named for child in ack.children):
-        return await _confirmation_page(request, p, ack.request_id)
+        return await _confirmation_page(request, p, session, ack.request_id)
+    await access_log.record(
+        p.pool, reader(request, session), AccessKind.LIST, [c.uid for c in ack.children], request_id=ack.request_id
+    )
     return _confirmation_from(request, ack, named)
 
 
@@ -229,12 +244,15 @@ def _utc(instant: datetime | None) -> datetime | None:
 async def confirmation(
     request: Request, request_id: RequestIdDep, p: PartsDep, session: Annotated[Session, may("request")]
 ) -> Response:
-    return await _confirmation_page(request, p, request_id)
+    return await _confirmation_page(request, p, session, request_id)
 
 
-async def _confirmation_page(request: Request, p: PartsDep, request_id: str) -> Response:
+async def _confirmation_page(request: Request, p: PartsDep, session: Session, request_id: str) -> Response:
     # From the request's row, written in the transaction that shielded the children: no workflow query needed.
     record = await queues.request_record(p.pool, request_id)
+    if record is not None:
+        uids = [c.uid for c in record.children]
+        await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids, request_id=request_id)
     if record is None:
         refusal = f"There is no shielding request {request_id}."
         return render(request, "problem.html", status_code=404, heading="Request not found", paragraphs=[refusal])

@@ -23,11 +23,12 @@ from starlette.datastructures import FormData, UploadFile
 
 from shielding import store
 from shielding.access import PERMISSIONS
-from shielding.store import queues
+from shielding.store import access_log, queues
+from shielding.store.access_log import AccessKind
 from starter import Document, Refusal, check_document, check_request_id
 from starter.identity import Session
 from starter.validation import describe_validation_error
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.intake import RequestIdDep
 from web.pages.intake_form import sentence
@@ -98,6 +99,8 @@ async def find(request: Request, p: PartsDep, session: Annotated[Session, may("s
 @router.get("/requests/awaiting-form")
 async def awaiting_form(request: Request, p: PartsDep, session: Annotated[Session, may("form")]) -> Response:
     waiting = await queues.awaiting_form(p.pool)
+    uids = [child.uid for item in waiting for child in item.children]
+    await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids)
     return render(request, "requests_awaiting_form.html", waiting=waiting, limit=queues.LIST_LIMIT)
 
 
@@ -121,6 +124,8 @@ async def _request_page(
         heading = "Request not found" if found else "Sorry, the request cannot be shown"
         return render(request, "problem.html", status_code=404 if found else 503, heading=heading, paragraphs=[refusal])
     record = await queues.request_record(p.pool, request_id)
+    uids = [c.uid for c in record.children] if record is not None else list(status.children)
+    await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids, request_id=request_id)
     if _may(session, "audit"):
         history, full_history = audit_history(await store.audit_entries(p.pool, request_id=request_id)), True
     else:

@@ -28,11 +28,13 @@ from shielding import access, messages
 from shielding.domain import CRITERION_LABELS, REQUEST_ID_PATTERN, AuditAction, Criterion, ReviewKind, Stage
 from shielding.lifecycle import review_due_at
 from shielding.settings import Settings
+from shielding.store import access_log
 from shielding.store import reviews as review_store
+from shielding.store.access_log import AccessKind
 from shielding.store.reviews import QueueQuery, QueueSort, QueueStatus
 from starter import Refusal
 from starter.identity import Session
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.rendering import redirect, render
 from web.pages.routing import page_router
@@ -249,6 +251,8 @@ async def queue(
 ) -> Response:
     filters = QueueFilters.read(status or [], request_id, mine, sort, order, page)
     found = await review_store.review_queue(p.pool, filters.query(session))
+    uids = [uid for item in found.items for uid in item.children]
+    await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids)
     banner = None
     if REQUEST_ID_PATTERN.fullmatch(decided):
         banner = _banner(await review_store.latest_decision(p.pool, decided), decided, session)
@@ -299,6 +303,10 @@ def _criteria_text(codes: list[str], other: str | None) -> list[str]:
     return labels
 
 
+def _subject_uids(subject: review_store.ReviewSubject) -> list[str]:
+    return list(subject.children)
+
+
 async def _request_page(
     request: Request, p: PartsDep, session: Session, request_id: str, form: DecisionForm, *, status_code: int = 200
 ) -> Response:
@@ -311,6 +319,9 @@ async def _request_page(
             heading="There is no such request",
             paragraphs=[f"There is no shielding request {request_id}. Check the request id and try again."],
         )
+    await access_log.record(
+        p.pool, reader(request, session), AccessKind.LIST, _subject_uids(subject), request_id=request_id
+    )
     took_it = subject.received_by == session.name
     next_review_at = None
     if subject.review is None and subject.closed_at is None and subject.shielded_at is not None:

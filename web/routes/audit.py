@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from shielding import store
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from starter import Refusal
 from starter.identity import Session
-from web.deps import PartsDep, allowed
+from web.deps import PartsDep, allowed, reader
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 
 @router.get("", summary="Every entry on a request, or on a child (including refused requests that named it)")
 async def entries(
+    http: Request,
     p: PartsDep,
     session: Annotated[Session, allowed("audit")],
     request: Annotated[str | None, Query(max_length=64)] = None,
@@ -27,6 +30,8 @@ async def entries(
     for entry in found:
         entry.pop("entry_hash", None)
         entry.pop("prev_hash", None)
+    uids = [child] if child else [e["child_uid"] for e in found if e.get("child_uid")]
+    await access_log.record(p.pool, reader(http, session), AccessKind.LIST, uids, request_id=request)
     return {"entries": found}
 
 

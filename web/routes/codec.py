@@ -27,6 +27,8 @@ from shielding import access, messages, store
 from shielding.codec import EncryptionCodec, PayloadRefused, RefusingCodec, binding_of, codec_from_settings
 from shielding.domain import REQUEST_ID_PATTERN, AuditAction
 from shielding.log import get_logger
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind, FrontEnd, Reader
 from starter.identity import NotSignedIn, Session
 from web.deps import SESSION_COOKIE, PartsDep, bearer_token
 
@@ -156,6 +158,14 @@ async def decode(request: Request, p: PartsDep) -> Response:
                 "namespace": _namespace(request),
                 "request_ids": named[:MAX_AUDITED_IDS],
             },
+        )
+        # Who looked, in the access log too: the children's details may be in what was decoded.
+        await access_log.record(
+            conn,
+            Reader(actor=session.name, front_end=FrontEnd.WEB),
+            AccessKind.DECODE,
+            request_id=named[0] if len(named) == 1 else None,
+            details={"payloads": len(decoded), "decoded": opened, "request_ids": named[:MAX_AUDITED_IDS]},
         )
     log.info("codec decode", actor=session.name, payloads=len(decoded), decoded=opened, requests=len(named))
     response = Response(content=json_format.MessageToJson(Payloads(payloads=decoded)), media_type="application/json")

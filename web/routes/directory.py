@@ -10,10 +10,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from shielding import access, store
 from shielding.domain import Gender
 from shielding.importer import ImportRefused, parse_lines
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from shielding.store.directory import ReadsLimited, SearchPage, count_directory_read, search_page
 from starter import Refusal
 from starter.identity import Session
-from web.deps import Parts, PartsDep, allowed
+from web.deps import Parts, PartsDep, allowed, reader
 from web.errors import NeedsFreshSignIn
 from web.schemas import Override, Problem
 
@@ -49,11 +51,16 @@ async def count_read(p: Parts, session: Session) -> None:
     summary="A child's record as practitioners see it (shielded: identity only)",
     responses=RATE_LIMITED,
 )
-async def view_child(uid: str, p: PartsDep, session: Annotated[Session, allowed("view")]) -> dict[str, Any]:
+async def view_child(
+    uid: str, request: Request, p: PartsDep, session: Annotated[Session, allowed("view")]
+) -> dict[str, Any]:
     await count_read(p, session)
-    record = await store.view_child(p.pool, uid)
+    who = reader(request, session)
+    record = await access_log.viewed(p.pool, who, uid, store.view_child(p.pool, uid))
     if record is None:
         raise Refusal(f"No child in the directory has the identifier {uid}.")
+    if record.get("shielded"):
+        await access_log.flag_repeated_views(p.pool, who, uid, limit=p.settings.shielded_views_per_day)
     return record
 
 
@@ -67,7 +74,7 @@ async def override_terms(uid: str, session: Annotated[Session, allowed("override
 
 @router.post("/api/children/{uid}/override", summary="Break-glass: the hidden details once, audited")
 async def override_view(
-    uid: str, body: Override, p: PartsDep, session: Annotated[Session, allowed("override")]
+    uid: str, body: Override, request: Request, p: PartsDep, session: Annotated[Session, allowed("override")]
 ) -> dict[str, Any]:
     if not body.reason.strip():
         raise Refusal("Break-glass needs a reason.")
@@ -80,6 +87,7 @@ async def override_view(
             "Break-glass needs you to sign in again first (go to /auth/oidc/login?fresh=1, or run `shielding login`)."
         )
     record = await access.override_view(p.pool, session.name, uid, body.reason)
+    await access_log.record(p.pool, reader(request, session), AccessKind.BREAK_GLASS, [uid])
     if record is None:
         raise Refusal(f"No child in the directory has the identifier {uid}.")
     return {"warning": BREAK_GLASS_WARNING, "record": record}
@@ -91,6 +99,7 @@ async def override_view(
     responses=RATE_LIMITED,
 )
 async def search(
+    request: Request,
     p: PartsDep,
     session: Annotated[Session, allowed("search")],
     given_name: Annotated[str | None, Query(max_length=200)] = None,
@@ -111,7 +120,10 @@ async def search(
     if not query.names_a_child():
         raise Refusal(NEEDS_NAME_AND_BIRTH)
     await count_read(p, session)
-    return await search_page(p.pool, query)
+    page = await search_page(p.pool, query)
+    # The uids it returned, never the terms (a search names a child's name and date of birth).
+    await access_log.record(p.pool, reader(request, session), AccessKind.SEARCH, [r["uid"] for r in page.results])
+    return page
 
 
 @router.post(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from shielding.domain import FormOutcome, IntakeAcknowledgement, RequestStatus, ReviewOutcome, UnshieldOutcome
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from starter import Document, IntakeDraft, Refusal
 from starter.identity import Session
 from starter.validation import RelatedRecordsUndecided
-from web.deps import PartsDep, allowed
+from web.deps import PartsDep, allowed, reader
 from web.schemas import Intake, Review, Unshield
 
 router = APIRouter(prefix="/api/requests", tags=["requests"])
@@ -44,8 +46,12 @@ async def take_request(
 
 
 @router.get("/{request_id}", summary="Stage, deadlines and decisions so far")
-async def request_status(request_id: str, p: PartsDep, session: Annotated[Session, allowed("status")]) -> RequestStatus:
-    return await p.service.status(request_id)
+async def request_status(
+    request_id: str, request: Request, p: PartsDep, session: Annotated[Session, allowed("status")]
+) -> RequestStatus:
+    status = await p.service.status(request_id)
+    await access_log.record(p.pool, reader(request, session), AccessKind.LIST, status.children)
+    return status
 
 
 async def _read(upload: UploadFile, limit: int) -> Document:
