@@ -160,6 +160,8 @@ async def _warning(
     reason: str = "",
 ) -> Response:
     uid = record["uid"]
+    # The warning names the child (what every role may see of a shielded record): a read like any other.
+    await access_log.record(p.pool, reader(request, session), AccessKind.VIEW, [uid], details={"page": "break-glass"})
     needs_password = session.auth_method == "password"
     token = _form_token(session, uid, await break_glass_store.last_view(p.pool, session.name, uid), int(time.time()))
     return render(
