@@ -21,6 +21,9 @@ from typing import Any
 import asyncpg
 
 from bench.stats import rate, ratio, summarize
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind, FrontEnd, Reader
+from shielding.store.directory import count_directory_read
 
 SHIELDED_EVERY = 200  # 0.5%
 SEED = 20261124
@@ -378,16 +381,45 @@ async def read_benchmark(
     async def raw_search(identity: tuple[str, str, date]) -> int:
         return len(await pool.fetch(RAW_SEARCH, *identity))
 
+    # The same reads with their access log entry, as the service writes it (shielding.store.access_log): a view
+    # at the same time as its entry, a search and then its entry with the uids it returned.
+    reader = Reader(actor="bench-practitioner", front_end=FrontEnd.API)
+
+    async def view_logged(uid: str) -> int:
+        row = await access_log.viewed(pool, reader, uid, pool.fetchrow(VIEW_BY_UID, uid))
+        return 1 if row is not None else 0
+
+    # The service's own read path (web.routes.directory): the read counted for the person (the allowance), then
+    # the view; and the same with its entry written meanwhile.
+    async def counted_view(uid: str) -> int:
+        await count_directory_read(pool, reader.actor, limit=10**9, window_seconds=300)
+        return 1 if await pool.fetchrow(VIEW_BY_UID, uid) is not None else 0
+
+    async def counted_view_logged(uid: str) -> int:
+        return await access_log.viewed(pool, reader, uid, counted_view(uid))
+
+    async def search_logged(identity: tuple[str, str, date]) -> int:
+        rows = await pool.fetch(SEARCH, *identity)
+        await access_log.record(pool, reader, AccessKind.SEARCH, [r["uid"] for r in rows])
+        return len(rows)
+
     # Warm the plans, the pool and the buffer cache for every path.
     await interleave({"view": view, "raw": raw}, uids, batch=500, rounds=1, concurrency=concurrency, rng=rng)
     await interleave(
         {"search": search, "raw_search": raw_search}, identities, batch=20, rounds=1, concurrency=concurrency, rng=rng
     )
+    warm = {"view_logged": view_logged, "counted_view": counted_view, "counted_view_logged": counted_view_logged}
+    await interleave(warm, uids, batch=200, rounds=1, concurrency=concurrency, rng=rng)
     by_uid = await interleave(
-        {"view": view, "raw": raw}, uids, batch=uid_batch, rounds=uid_rounds, concurrency=concurrency, rng=rng
+        {"view": view, "raw": raw, "view_logged": view_logged, **warm},
+        uids,
+        batch=uid_batch,
+        rounds=uid_rounds,
+        concurrency=concurrency,
+        rng=rng,
     )
     by_name = await interleave(
-        {"search": search, "raw_search": raw_search},
+        {"search": search, "raw_search": raw_search, "search_logged": search_logged},
         identities,
         batch=search_batch,
         rounds=search_rounds,
@@ -401,7 +433,23 @@ async def read_benchmark(
     }
     view_f, raw_f = by_uid["view"].figures(), by_uid["raw"].figures()
     search_f, raw_search_f = by_name["search"].figures(), by_name["raw_search"].figures()
+    logged_view_f, logged_search_f = by_uid["view_logged"].figures(), by_name["search_logged"].figures()
+    counted_f, counted_logged_f = by_uid["counted_view"].figures(), by_uid["counted_view_logged"].figures()
     return {
+        # The access log's cost on a read (goal: p99 at most 1.10x the same read without it, same run).
+        "access_log": {
+            "counted_view_p50_ms": counted_f.get("p50_ms"),
+            "counted_view_p99_ms": counted_f.get("p99_ms"),
+            "counted_view_logged_p50_ms": counted_logged_f.get("p50_ms"),
+            "counted_view_logged_p99_ms": counted_logged_f.get("p99_ms"),
+            "counted_view_ratio": ratio(counted_logged_f.get("p99_ms"), counted_f.get("p99_ms")),
+            "view_p50_ms": logged_view_f.get("p50_ms"),
+            "view_p99_ms": logged_view_f.get("p99_ms"),
+            "view_ratio": ratio(logged_view_f.get("p99_ms"), view_f.get("p99_ms")),
+            "search_p50_ms": logged_search_f.get("p50_ms"),
+            "search_p99_ms": logged_search_f.get("p99_ms"),
+            "search_ratio": ratio(logged_search_f.get("p99_ms"), search_f.get("p99_ms")),
+        },
         "view_p50_ms": view_f.get("p50_ms"),
         "view_p99_ms": view_f.get("p99_ms"),
         "view_per_s": view_f.get("per_s"),

@@ -153,3 +153,28 @@ async def test_moving_the_start_of_the_kept_log_without_an_audited_prune_is_caug
     verdict = await verify(log)
     assert not verdict.intact and verdict.first_broken_entry == 1, verdict.message
     assert "audited retention" in verdict.message
+
+
+async def test_entries_written_at_the_same_moment_share_one_transaction_and_still_verify(log: Log) -> None:  # noqa: F811
+    """Many readers at once: the process writes their entries together (one turn of the head's lock), each
+    numbered, chained and signed as if written alone; every reader is answered with its own entry's number."""
+    import asyncio
+
+    readers = [Reader(actor=f"reader-{n}", front_end=FrontEnd.API) for n in range(40)]
+    ids = await asyncio.gather(
+        *(
+            access_log.record(log.pool, r, AccessKind.SEARCH, [f"CP-{n:04d}-BB"], details={"n": n})
+            for n, r in enumerate(readers)
+        )
+    )
+    assert sorted(ids) == list(range(1, 41))
+    rows = await log.pool.fetch("SELECT entry_id, actor, details FROM access_log ORDER BY entry_id")
+    assert {r["entry_id"]: r["actor"] for r in rows} == {i: r.actor for i, r in zip(ids, readers, strict=True)}
+    assert len({r["details"]["n"] for r in rows}) == 40
+    # Written together: one transaction's time for all of them.
+    assert await log.pool.fetchval("SELECT count(DISTINCT at) FROM access_log") < 40
+    verdict = await verify(log)
+    assert verdict.intact and verdict.entries == 40, verdict.message
+    # A batch is signed like a single entry: rewriting one of them is named.
+    await tamper(log.url, ("UPDATE access_log SET actor = 'morgan' WHERE entry_id = 17", ()))
+    assert (await verify(log)).first_broken_entry == 17

@@ -354,14 +354,24 @@ async def search(
 
 @router.get(SEARCH_PATH + "/{uid}")
 async def child_record(request: Request, uid: str, p: PartsDep, session: Annotated[Session, may("view")]) -> Response:
-    refused = await reads_refused(request, p, session)
-    if refused is not None:
-        return refused
+    record: dict[str, Any] | None
     if not UID_PATTERN.fullmatch(uid):
+        refused = await reads_refused(request, p, session)
+        if refused is not None:
+            return refused
         record = None
     else:
         who = reader(request, session)
-        record = await access_log.viewed(p.pool, who, uid, store.view_child(p.pool, uid))
+
+        async def read() -> Response | dict[str, Any] | None:
+            refused = await reads_refused(request, p, session)
+            return refused if refused is not None else await store.view_child(p.pool, uid)
+
+        # The entry is written while the read is counted and made (the longer of the two, not their sum).
+        got = await access_log.viewed(p.pool, who, uid, read())
+        if isinstance(got, Response):
+            return got
+        record = got
         if record is not None and record.get("shielded"):
             await access_log.flag_repeated_views(p.pool, who, uid, limit=p.settings.shielded_views_per_day)
     if record is None:

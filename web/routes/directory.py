@@ -54,9 +54,14 @@ async def count_read(p: Parts, session: Session) -> None:
 async def view_child(
     uid: str, request: Request, p: PartsDep, session: Annotated[Session, allowed("view")]
 ) -> dict[str, Any]:
-    await count_read(p, session)
     who = reader(request, session)
-    record = await access_log.viewed(p.pool, who, uid, store.view_child(p.pool, uid))
+
+    async def read() -> dict[str, Any] | None:
+        await count_read(p, session)
+        return await store.view_child(p.pool, uid)
+
+    # The entry is written while the read is counted and made: it costs the longer of the two, not their sum.
+    record = await access_log.viewed(p.pool, who, uid, read())
     if record is None:
         raise Refusal(f"No child in the directory has the identifier {uid}.")
     if record.get("shielded"):
