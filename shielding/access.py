@@ -248,5 +248,6 @@ async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -
             request_id=request_id or "",
             subject=messages.override_subject(uid, actor),
             body=messages.override_body(uid, actor),
+            template=store.MessageKind.BREAK_GLASS,
         )
     return record

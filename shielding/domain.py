@@ -128,6 +128,10 @@ class AuditAction(StrEnum):
     ROLE_GRANTED = "role-granted"
     ROLE_REMOVED = "role-removed"
     ROLE_APPROVAL_ASKED = "role-approval-asked"
+    # A message of the outbox could not be delivered (shielding.delivery): the plain-words reason, no address.
+    NOTIFICATION_FAILED = "notification-failed"
+    # A staff member's address for messages (email, phone) was set or cleared by a manager (never the value).
+    STAFF_ADDRESS_CHANGED = "staff-address-changed"
     # Someone read Temporal payloads through the Web UI's codec endpoint (who, how many, which requests).
     PAYLOADS_DECODED = "payloads-decoded"
     # The retention job removed the content of a closed request's supporting documents (how many, in details).

@@ -254,6 +254,35 @@ def override_body(uid: str, actor: str) -> str:
     return f"{actor} used the override to view the hidden details of record {uid}. Please investigate."
 
 
+# ------------------------------------------------------------------------------------------ delivery
+# Why a message could not be delivered (shielding.delivery), shown to managers and audited: plain words that
+# name no address, no recipient and nothing about a child.
+
+DELIVERY_NO_RECIPIENT = "No recipient has an address for messages: nobody was sent it."
+DELIVERY_REFUSED = "The message provider refused a recipient's address as not valid: it was not sent to them."
+DELIVERY_PROVIDER_REFUSED = (
+    "The message provider refused the message (its key, template or settings are wrong): it was not sent."
+)
+DELIVERY_TIMED_OUT = "The message provider could not be reached for 3 days: the message was not delivered."
+SMS_NOT_POSSIBLE = "Text messages cannot be sent here (no GOV.UK Notify): this recipient gave only a phone number."
+
+
+def review_digest_subject(due: int, overdue: int) -> str:
+    return f"Shielding reviews: {overdue} overdue, {due} due"
+
+
+def review_digest_body(due: list[str], overdue: list[str]) -> str:
+    """Counts and request ids only: the reviewers open each request in the service."""
+
+    def listed(ids: list[str]) -> str:
+        return ", ".join(ids) if ids else "none"
+
+    return (
+        f"Reviews overdue ({len(overdue)}): {listed(overdue)}. Reviews due ({len(due)}): {listed(due)}. "
+        "Every record stays shielded until a reviewer decides."
+    )
+
+
 # ------------------------------------------------------------------------------------ signed actions
 # Refusals of actions the shielding service did not sign (shielding.action_auth). They name nothing the sender
 # chose (no id, actor or key id), so a forged message cannot make the refusal carry text of its own.
