@@ -142,6 +142,13 @@ class AuditAction(StrEnum):
     SHARED_DETAILS_FLAGGED = "shared-details-flagged"
     # Someone read the directory more often than the limit allows (the first refusal in each window).
     READS_LIMITED = "reads-limited"
+    # Brokering contact with a shielded child (shielding.brokering): asked, reminded, taken, the hidden details
+    # seen by the manager who took it, closed with its outcome. Under the child and the contact request (CR-...).
+    CONTACT_ASKED = "contact-asked"
+    CONTACT_REMINDER = "contact-reminder"
+    CONTACT_TAKEN = "contact-taken"
+    CONTACT_DETAILS_VIEWED = "contact-details-viewed"
+    CONTACT_CLOSED = "contact-closed"
 
 
 def no_control_chars(value: str) -> str:
