@@ -18,6 +18,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
 
@@ -119,3 +120,39 @@ class ReminderInput(BaseModel):
 
 class ReminderResult(ContactState):
     sent: bool = False
+
+
+# ------------------------------------------------------------------------------ what people are shown
+
+
+class ContactRequestView(BaseModel):
+    """A contact request as one person may see it: the person who asked sees its progress and outcome; managers
+    see the queue's fields; the manager who took it, while it is open, also the purpose, the asker's contact
+    details and what the record hides (`hidden`, each view audited)."""
+
+    contact_request_id: str
+    child_uid: str
+    urgency: Urgency
+    status: ContactStatus
+    asked_at: datetime
+    reminders: int = 0
+    last_reminded_at: datetime | None = None
+    taken: bool = False
+    outcome: ContactOutcome | None = None
+    closed_at: datetime | None = None
+    # What the person who asked is told of it.
+    message: str
+    # Managers only.
+    asked_by: str | None = None
+    taken_by: str | None = None
+    taken_at: datetime | None = None
+    outcome_reason: str | None = None
+    # The manager who took it, while it is open.
+    purpose: str | None = None
+    contact_email: str | None = None
+    contact_phone: str | None = None
+    hidden: dict[str, Any] | None = None
+
+
+class ContactRequestList(BaseModel):
+    contact_requests: list[ContactRequestView]

@@ -13,11 +13,9 @@ carries nothing; the workflow reads the store). The actor is always the signed-i
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError
@@ -27,7 +25,7 @@ from shielding.brokering import (
     CONTACT_REQUEST_ID_PATTERN,
     BrokeringInput,
     ContactOutcome,
-    ContactStatus,
+    ContactRequestView,
     Urgency,
     new_contact_request_id,
 )
@@ -42,39 +40,6 @@ log = get_logger(__name__)
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+?[0-9 ()-]{6,24}$")
-
-
-class ContactRequestView(BaseModel):
-    """A contact request as one person may see it: the person who asked sees its progress and outcome; managers
-    see the queue's fields; the manager who took it, while it is open, also the purpose, the asker's contact
-    details and what the record hides (`hidden`, each view audited)."""
-
-    contact_request_id: str
-    child_uid: str
-    urgency: Urgency
-    status: ContactStatus
-    asked_at: datetime
-    reminders: int = 0
-    last_reminded_at: datetime | None = None
-    taken: bool = False
-    outcome: ContactOutcome | None = None
-    closed_at: datetime | None = None
-    # What the person who asked is told of it.
-    message: str
-    # Managers only.
-    asked_by: str | None = None
-    taken_by: str | None = None
-    taken_at: datetime | None = None
-    outcome_reason: str | None = None
-    # The manager who took it, while it is open.
-    purpose: str | None = None
-    contact_email: str | None = None
-    contact_phone: str | None = None
-    hidden: dict[str, Any] | None = None
-
-
-class ContactRequestList(BaseModel):
-    contact_requests: list[ContactRequestView]
 
 
 def check_contact_request_id(contact_request_id: str) -> None:

@@ -7,12 +7,16 @@ which signals the workflow), so `ShieldingService` runs here against it unchange
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import string
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,6 +35,7 @@ from shielding.brokering import (
     ROUTINE_REMINDER_WORKING_DAYS,
     BrokeringState,
     ContactOutcome,
+    ContactRequestView,
     ContactStatus,
     Urgency,
     reminder_due_at,
@@ -40,11 +45,13 @@ from shielding.domain import Address, Carer, ChildRecord, Gender
 from shielding.settings import Settings
 from shielding.store.brokering import contact_notifications
 from starter import Refusal, ShieldingService
-from starter.brokering import ContactRequestView
+from tests.helpers.api import client, sign_in
+from tests.helpers.devstack import base_env
 from tests.helpers.lifecycle import advance_to, eventually, intake
 from tests.helpers.people import grant, unique_name
 from tests.helpers.records import make_child
 from tests.helpers.servers import TEST_ACTION_KEYS
+from tests.helpers.webapp import RunningApp, add_staff
 from worker.main import build_worker
 from workflows.contact_brokering import ContactBrokeringWorkflow
 
@@ -467,3 +474,108 @@ async def test_the_asker_is_told_the_outcome_and_nothing_leaves_postgresql(world
     assert _leaks(text, world.canaries) == []
     assert world.child.uid not in text and "020 7946 1234" not in text
     assert cr in text  # positive control: the payloads were decoded
+
+
+# ------------------------------------------------------------------- end to end: API and CLI, dev server
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def _cli(app_url: str, home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = base_env(home / "data", SHIELDING_API_URL=app_url, SHIELDING_CREDENTIALS=str(home / "credentials.json"))
+    return subprocess.run(
+        ["shielding", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+@pytest.mark.devserver
+async def test_end_to_end_through_the_api_and_the_cli(
+    dev_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    canaries = Canaries.new()
+    child = canary_child(canaries)
+    await store.import_children(pool, [child], actor="test-import")
+    await shield(pool, child.uid, canaries.reason)
+    practitioner = await add_staff(pool, unique_name("pract"), PASSWORD, "practitioner")
+    asking_manager = await add_staff(pool, unique_name("mgr"), PASSWORD, "manager")
+    manager = await add_staff(pool, unique_name("mgr"), PASSWORD, "manager")
+    web_settings = settings.model_copy(
+        update={"temporal_address": dev_env.client.service_client.config.target_host, "task_queue": task_queue}
+    )
+    worker = build_worker(
+        dev_env.client,
+        ShieldingActivities(pool),
+        settings.model_copy(update={"task_queue": task_queue}),
+        brokering=BrokeringActivities(pool),
+    )
+    async with worker:
+        with RunningApp(web_settings) as app:
+            tokens = {name: sign_in(app.url, name, PASSWORD) for name in (practitioner, asking_manager, manager)}
+            as_pract = client(app.url, token=tokens[practitioner])
+            as_asking = client(app.url, token=tokens[asking_manager])
+            as_manager = client(app.url, token=tokens[manager])
+            with as_pract, as_asking, as_manager:
+                body = {"purpose": canaries.purpose, "urgency": "urgent", "email": "nurse@school.example.org"}
+                missing = as_pract.post(f"/api/children/{child.uid}/contact-requests", json={**body, "email": None})
+                assert missing.status_code == 422 and "email address or phone number" in missing.json()["detail"]
+                extra = as_pract.post(
+                    f"/api/children/{child.uid}/contact-requests", json={**body, "actor": asking_manager}
+                )
+                assert extra.status_code == 422  # nothing a caller sends names who acts
+                asked = await asyncio.to_thread(as_pract.post, f"/api/children/{child.uid}/contact-requests", json=body)
+                assert asked.status_code == 201, asked.text
+                cr = asked.json()["contact_request_id"]
+                assert cr not in str(asked.url) and canaries.purpose not in str(asked.url)
+
+                queue = as_manager.get("/api/contact-requests").json()["contact_requests"]
+                assert queue[0]["contact_request_id"] == cr  # urgent and open: first
+                assert "purpose" not in queue[0] or queue[0]["purpose"] is None
+                refused = as_pract.post(f"/api/contact-requests/{cr}/take")
+                assert refused.status_code == 403 and "may not broker contact" in refused.json()["detail"]
+                taken = as_manager.post(f"/api/contact-requests/{cr}/take")
+                assert taken.status_code == 200, taken.text
+                assert canaries.address in taken.text and taken.json()["purpose"] == canaries.purpose
+                not_taker = as_asking.post(
+                    f"/api/contact-requests/{cr}/close", json={"outcome": "declined", "reason": "x"}
+                )
+                assert not_taker.status_code == 403 and "did not take" in not_taker.json()["detail"]
+                closed = as_manager.post(
+                    f"/api/contact-requests/{cr}/close", json={"outcome": "passed-on", "reason": "Rang the refuge"}
+                )
+                assert closed.status_code == 200, closed.text
+                told = as_pract.get(f"/api/contact-requests/{cr}")
+                assert told.status_code == 200 and told.json()["outcome"] == "passed-on"
+                assert _leaks(told.text, canaries) == [] and "Rang the refuge" not in told.text
+                bad = as_manager.get("/api/contact-requests/not-an-id")
+                assert bad.status_code == 422 and "not a contact request id" in bad.json()["detail"]
+
+            result = await dev_env.client.get_workflow_handle_for(ContactBrokeringWorkflow.run, cr).result()
+            assert result.outcome == ContactOutcome.PASSED_ON
+
+            # The CLI, as the practitioner and a manager, against the same service.
+            home_p, home_m = tmp_path / "pract", tmp_path / "mgr"
+            for home, name in ((home_p, practitioner), (home_m, manager)):
+                signed_in = await asyncio.to_thread(
+                    _cli, app.url, home, "login", name, "--password-stdin", stdin=PASSWORD + "\n"
+                )
+                assert signed_in.returncode == 0, signed_in.stderr
+            ask = await asyncio.to_thread(
+                _cli, app.url, home_p, "contact", "request", child.uid, "--purpose", canaries.purpose,
+                "--phone", "020 7946 1234", "--json",
+            )  # fmt: skip
+            assert ask.returncode == 0, ask.stderr
+            cr2 = json.loads(ask.stdout)["contact_request_id"]
+            listed = await asyncio.to_thread(_cli, app.url, home_m, "contact", "list", "--json")
+            assert listed.returncode == 0 and cr2 in listed.stdout
+            refused_cli = await asyncio.to_thread(_cli, app.url, home_p, "contact", "take", cr2)
+            assert refused_cli.returncode == 1 and "may not broker contact" in refused_cli.stderr
+            take = await asyncio.to_thread(_cli, app.url, home_m, "contact", "take", cr2)
+            assert take.returncode == 0 and "HIDDEN DETAILS" in take.stdout and canaries.address in take.stdout
+            close = await asyncio.to_thread(
+                _cli, app.url, home_m, "contact", "close", cr2, "--outcome", "declined", "--reason", "Family refused"
+            )
+            assert close.returncode == 0, close.stderr
+            shown = await asyncio.to_thread(_cli, app.url, home_p, "contact", "show", cr2, "--json")
+            assert shown.returncode == 0 and json.loads(shown.stdout)["outcome"] == "declined"
+            assert _leaks(shown.stdout, canaries) == [] and "Family refused" not in shown.stdout
