@@ -14,18 +14,22 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.audit_anchor import AuditAnchorActivities
 from activities.document_retention import DocumentRetentionActivities
+from activities.notifications import NotificationActivities
 from activities.shielding import ShieldingActivities
 from shielding import store
 from shielding.action_auth import action_keys_from_settings, configure_action_keys
 from shielding.audit_signing import configure_audit_signing
+from shielding.delivery import sender_from_settings
 from shielding.log import configure_logging, get_logger
 from shielding.settings import ConfigurationError, Settings, get_settings
 from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
 from worker.audit_schedule import ensure_anchor_schedule
+from worker.notification_schedules import ensure_relay_schedules
 from worker.retention_schedule import ensure_retention_schedule
 from workflows.audit_anchor import AnchorAuditWorkflow
 from workflows.document_retention import DocumentRetentionWorkflow
+from workflows.notifications import NotificationDeliveryWorkflow, NotificationDispatchWorkflow, ReviewDigestWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 log = get_logger(__name__)
@@ -46,6 +50,7 @@ def build_worker(
     *,
     audit_anchor: AuditAnchorActivities | None = None,
     document_retention: DocumentRetentionActivities | None = None,
+    notifications: NotificationActivities | None = None,
     **overrides: object,
 ) -> Worker:
     # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
@@ -67,6 +72,10 @@ def build_worker(
     if document_retention is not None:  # the nightly removal of closed requests' documents (run_worker; tests)
         workflows.append(DocumentRetentionWorkflow)
         registered = [*registered, *document_retention.all()]
+    if notifications is not None:  # the outbox relay and the reviewers' digest (run_worker; tests that test it)
+        notifications.with_client(client, settings.task_queue)
+        workflows += [NotificationDispatchWorkflow, NotificationDeliveryWorkflow, ReviewDigestWorkflow]
+        registered = [*registered, *notifications.all()]
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": workflows,
@@ -89,21 +98,28 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
     client = await connect(settings)
     async with store.pool_for(settings.resolved_database_url(), max_size=10) as pool:
         retention = DocumentRetentionActivities(pool, timedelta(days=settings.document_retention_days))
+        relay = NotificationActivities(
+            pool, sender_from_settings(settings), retry_seconds=settings.notification_retry_seconds
+        )
         worker = build_worker(
             client,
             ShieldingActivities(pool),
             settings,
             audit_anchor=AuditAnchorActivities(pool),
             document_retention=retention,
+            notifications=relay,
         )
         async with worker:
             schedule_id = await ensure_anchor_schedule(client, settings)
             retention_schedule = await ensure_retention_schedule(client, settings)
+            relay_schedule, digest_schedule = await ensure_relay_schedules(client, settings)
             log.info(
                 "worker started",
                 task_queue=settings.task_queue,
                 audit_anchor_schedule=schedule_id,
                 retention_schedule=retention_schedule,
+                relay_schedule=relay_schedule,
+                digest_schedule=digest_schedule,
             )
             await stop.wait()
             log.info("worker stopping")
