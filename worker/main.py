@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit_anchor import AuditAnchorActivities
+from activities.brokering import BrokeringActivities
 from activities.document_retention import DocumentRetentionActivities
 from activities.notifications import NotificationActivities
 from activities.shielding import ShieldingActivities
@@ -28,6 +29,7 @@ from worker.audit_schedule import ensure_anchor_schedule
 from worker.notification_schedules import ensure_relay_schedules
 from worker.retention_schedule import ensure_retention_schedule
 from workflows.audit_anchor import AnchorAuditWorkflow
+from workflows.contact_brokering import ContactBrokeringWorkflow
 from workflows.document_retention import DocumentRetentionWorkflow
 from workflows.notifications import NotificationDeliveryWorkflow, NotificationDispatchWorkflow, ReviewDigestWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
@@ -51,6 +53,7 @@ def build_worker(
     audit_anchor: AuditAnchorActivities | None = None,
     document_retention: DocumentRetentionActivities | None = None,
     notifications: NotificationActivities | None = None,
+    brokering: BrokeringActivities | None = None,
     **overrides: object,
 ) -> Worker:
     # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
@@ -76,6 +79,9 @@ def build_worker(
         notifications.with_client(client, settings.task_queue)
         workflows += [NotificationDispatchWorkflow, NotificationDeliveryWorkflow, ReviewDigestWorkflow]
         registered = [*registered, *notifications.all()]
+    if brokering is not None:  # brokering contact with a shielded child (run_worker; tests that test it)
+        workflows.append(ContactBrokeringWorkflow)
+        registered = [*registered, *brokering.all()]
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": workflows,
@@ -108,6 +114,7 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
             audit_anchor=AuditAnchorActivities(pool),
             document_retention=retention,
             notifications=relay,
+            brokering=BrokeringActivities(pool),
         )
         async with worker:
             schedule_id = await ensure_anchor_schedule(client, settings)
