@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,16 +28,25 @@ from shielding.embedded_postgres import EmbeddedPostgres
 from shielding.settings import ConfigurationError, Settings
 from shielding.store import accounts, outbox
 from shielding.store.audit import MessageKind, RecipientKind
+from starter.identity import digest
 from tests.helpers.mail import FakeNotify, SmtpSink
-from tests.helpers.relay import dispatch, eventually, fresh_database, relay_worker, settled, staff
+from tests.helpers.relay import FreshDatabase, dispatch, eventually, fresh_database, relay_worker, settled, staff
+from tests.helpers.webapp import RunningApp, add_staff
+from web.assets import ensure_frontend_installed
+from web.deps import SESSION_COOKIE
 
 TEMPLATES = {"generic": "tmpl-generic", "review-due": "tmpl-review-due", "review-digest": "tmpl-digest"}
 
 
 @pytest.fixture
-async def db(pg_server: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
-    async with fresh_database(pg_server) as pool:
-        yield pool
+async def database(pg_server: EmbeddedPostgres) -> AsyncIterator[FreshDatabase]:
+    async with fresh_database(pg_server) as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def db(database: FreshDatabase) -> asyncpg.Pool:
+    return database.pool
 
 
 def smtp(sink: SmtpSink) -> SmtpSender:
@@ -320,3 +331,128 @@ async def test_delivery_workflow_history_carries_ids_only(
     for canary in (address, secret_subject, secret_body):
         assert canary not in plain
     assert any(str(message) in json.dumps(d, default=str) for d in decoded)
+
+
+# ------------------------------------------------------------------------------- the managers' view
+
+
+async def _session(pool: asyncpg.Pool, name: str, kind: str) -> tuple[str, str]:
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    await accounts.create_session(
+        pool,
+        token_digest=digest(token),
+        name=name,
+        kind=kind,
+        csrf_token=csrf,
+        auth_method="password",
+        authenticated_at=datetime.now(UTC),
+    )
+    return token, csrf
+
+
+async def test_a_failed_message_is_shown_to_managers_only_on_the_page_and_the_api(
+    database: FreshDatabase, settings: Settings, task_queue: str, time_env: WorkflowEnvironment
+) -> None:
+    db = database.pool
+    manager = await add_staff(db, f"morgan-{uuid.uuid4().hex[:4]}", "correct-horse-battery-staple", "manager")
+    async with db.acquire() as conn, conn.transaction():
+        await outbox.set_staff_address(conn, manager, by="test-setup", email="morgan@council.example")
+    reviewer = await staff(db, "reviewer", "ravi@council.example")
+    await staff(db, "reviewer", "nobody@council.example")
+    failing = await queue(db, RecipientKind.REVIEWERS, subject="Reminder: overdue review", body="Please decide.")
+    sent = await queue(db, RecipientKind.MANAGERS, subject="Break-glass view", body="Please investigate.")
+    waiting = await queue(db, RecipientKind.REQUESTOR, recipient="dana@family-services.example")
+    with SmtpSink() as sink:
+        sink.refuse.add("nobody@council.example")
+        async with relay_worker(time_env.client, db, settings, task_queue, smtp(sink)):
+            await dispatch(time_env.client, db, task_queue)
+            await settled(db, [failing, sent, waiting])
+    # One more, never dispatched: shown as queued.
+    queued = await queue(db, RecipientKind.REVIEWERS, subject="Not sent yet")
+
+    web = settings.model_copy(
+        update={"database_url": database.url, "temporal_address": time_env.client.service_client.config.target_host}
+    )
+    ensure_frontend_installed()
+    manager_cookie, _ = await _session(db, manager, "cookie")
+    reviewer_cookie, _ = await _session(db, reviewer, "cookie")
+    manager_token, _ = await _session(db, manager, "bearer")
+    reviewer_token, _ = await _session(db, reviewer, "bearer")
+    with RunningApp(web) as app:
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+            page = await http.get("/managers/messages", cookies={SESSION_COOKIE: manager_cookie})
+            assert page.status_code == 200, page.text
+            html = page.text
+            for text in ("Reminder: overdue review", "Please decide.", "Break-glass view", "Not sent yet"):
+                assert text in html
+            assert html.count("govuk-tag--red") == 1 and html.count("govuk-tag--grey") == 1
+            assert messages.DELIVERY_REFUSED.replace("'", "&#39;") in html
+            assert "r…@council.example" in html and "ravi@council.example" not in html
+            only_failed = await http.get("/managers/messages?failed=yes", cookies={SESSION_COOKIE: manager_cookie})
+            assert "Reminder: overdue review" in only_failed.text and "Break-glass view" not in only_failed.text
+            # Not a manager: the access-denied page, and nothing of the outbox.
+            refused = await http.get("/managers/messages", cookies={SESSION_COOKIE: reviewer_cookie})
+            assert refused.status_code == 403 and "Reminder: overdue review" not in refused.text
+            anonymous = await http.get("/managers/messages", follow_redirects=False)
+            assert anonymous.status_code in (303, 401) and "Reminder" not in anonymous.text
+
+            api = await http.get("/api/messages", headers={"Authorization": f"Bearer {manager_token}"})
+            assert api.status_code == 200, api.text
+            by_id = {m["notification_id"]: m for m in api.json()["messages"]}
+            assert by_id[failing]["status"] == "failed" and by_id[failing]["failure"] == messages.DELIVERY_REFUSED
+            assert by_id[sent]["status"] == "sent" and by_id[queued]["status"] == "queued"
+            assert {d["recipient"] for d in by_id[failing]["deliveries"]} == {
+                "r…@council.example",
+                "n…@council.example",
+            }
+            assert all(d["sent_at"] for d in by_id[sent]["deliveries"])
+            failed_only = await http.get(
+                "/api/messages?failed=true", headers={"Authorization": f"Bearer {manager_token}"}
+            )
+            assert [m["notification_id"] for m in failed_only.json()["messages"]] == [failing]
+            denied = await http.get("/api/messages", headers={"Authorization": f"Bearer {reviewer_token}"})
+            assert denied.status_code == 403 and "messages" not in denied.json()
+            assert (await http.get("/api/messages")).status_code == 401
+
+
+async def test_staff_addresses_are_set_by_managers_only_and_audited_without_the_value(
+    database: FreshDatabase, settings: Settings, time_env: WorkflowEnvironment
+) -> None:
+    db = database.pool
+    manager = await add_staff(db, f"morgan-{uuid.uuid4().hex[:4]}", "correct-horse-battery-staple", "manager")
+    reviewer = await staff(db, "reviewer", None)
+    manager_token, _ = await _session(db, manager, "bearer")
+    reviewer_token, _ = await _session(db, reviewer, "bearer")
+    web = settings.model_copy(
+        update={"database_url": database.url, "temporal_address": time_env.client.service_client.config.target_host}
+    )
+    with RunningApp(web) as app:
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+            as_manager = {"Authorization": f"Bearer {manager_token}"}
+            path = f"/api/users/{reviewer}/address"
+            answer = await http.put(path, json={"email": "ravi@council.example"}, headers=as_manager)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"name": reviewer, "changed": {"email": "set"}}
+            assert await outbox.staff_address(db, reviewer) == ("ravi@council.example", None)
+            # The reviewer cannot change their own (or anyone's) address.
+            own = await http.put(
+                path, json={"email": "x@elsewhere.example"}, headers={"Authorization": f"Bearer {reviewer_token}"}
+            )
+            assert own.status_code == 403
+            assert await outbox.staff_address(db, reviewer) == ("ravi@council.example", None)
+            bad = await http.put(path, json={"email": "not an address"}, headers=as_manager)
+            assert bad.status_code == 422
+            cleared = await http.put(path, json={"email": None, "phone": "020 7641 0000"}, headers=as_manager)
+            assert cleared.json()["changed"] == {"email": "cleared", "phone": "set"}
+            missing = await http.put(
+                "/api/users/no-such-person/address", json={"email": "a@b.example"}, headers=as_manager
+            )
+            assert missing.status_code in (400, 404, 409, 422)
+    entries = await db.fetch(
+        "SELECT actor, details FROM audit_log WHERE action = 'staff-address-changed' ORDER BY entry_id"
+    )
+    assert [(e["actor"], e["details"]) for e in entries] == [
+        (manager, {"name": reviewer, "email": "set"}),
+        (manager, {"name": reviewer, "email": "cleared", "phone": "set"}),
+    ]
+    assert "ravi@council.example" not in json.dumps([dict(e) for e in entries], default=str)

@@ -93,6 +93,18 @@ class NewUser(Body):
     oidc_subject: str | None = Field(default=None, max_length=255)
 
 
+class StaffAddress(Body):
+    """A staff member's address for messages (shielding.delivery); a field left out stays as it is, null clears it."""
+
+    email: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+        | None
+    ) = None
+    phone: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^\+?[0-9 ()-]{6,32}$")] | None
+    ) = None
+
+
 class DeviceStart(BaseModel):
     handle: str
     user_code: str

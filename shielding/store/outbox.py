@@ -84,6 +84,20 @@ class OutboxMessage(BaseModel):
     failure: str | None = None
     deliveries: list[Delivery] = Field(default_factory=list)
 
+    def masked(self) -> OutboxMessage:
+        """As shown to managers: each recipient's address masked, enough to tell them apart."""
+        shown = [d.model_copy(update={"recipient": mask(d.recipient)}) for d in self.deliveries]
+        return self.model_copy(update={"deliveries": shown})
+
+
+def mask(address: str) -> str:
+    """`r…@council.example` for an email address, `… 123` for a phone number."""
+    if "@" in address:
+        local, _, domain = address.rpartition("@")
+        return f"{local[:1]}…@{domain}"
+    digits = [c for c in address if c.isdigit()]
+    return "… " + "".join(digits[-3:])
+
 
 def channel_of(address: str) -> Channel | None:
     """An email address or a phone number (what a requestor or practitioner gave); None for anything else."""

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,8 +32,14 @@ from workflows.notifications import NotificationDispatchWorkflow
 RETRY_SECONDS = 0.2
 
 
+@dataclass
+class FreshDatabase:
+    url: str
+    pool: asyncpg.Pool
+
+
 @asynccontextmanager
-async def fresh_database(pg_server: EmbeddedPostgres, prefix: str = "relay") -> AsyncIterator[asyncpg.Pool]:
+async def fresh_database(pg_server: EmbeddedPostgres, prefix: str = "relay") -> AsyncIterator[FreshDatabase]:
     """A database of the session's embedded server, migrated, for this test only; dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_server.uri)
@@ -44,7 +51,7 @@ async def fresh_database(pg_server: EmbeddedPostgres, prefix: str = "relay") -> 
     await asyncio.to_thread(store.migrate, url)
     pool = await store.create_pool(url, max_size=8)
     try:
-        yield pool
+        yield FreshDatabase(url, pool)
     finally:
         await pool.close()
         admin = await asyncpg.connect(pg_server.uri)

@@ -18,7 +18,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException
 
-from web.pages import audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
+from web.pages import (
+    audit_log,
+    break_glass,
+    children,
+    intake,
+    managers,
+    messages,
+    requests,
+    reviews,
+    sign_in,
+    start,
+)
 from web.pages.routing import page_not_found
 from web.pages.static import mount_assets
 
@@ -31,6 +42,7 @@ PAGE_ROUTERS = (
     reviews.router,
     break_glass.router,
     managers.router,
+    messages.router,
     audit_log.router,
 )
 
