@@ -22,18 +22,23 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notifications import delivery_workflow_id
-from shielding import messages, store
+from shielding import access, messages, store
 from shielding.delivery import NotifySender, SmtpSender, notify_templates
+from shielding.domain import AuditAction, Requestor, RequestorType, ReviewKind, Stage
 from shielding.embedded_postgres import EmbeddedPostgres
 from shielding.settings import ConfigurationError, Settings
+from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChildren
 from shielding.store import accounts, outbox
 from shielding.store.audit import MessageKind, RecipientKind
 from starter.identity import digest
+from tests.helpers.lifecycle import intake
 from tests.helpers.mail import FakeNotify, SmtpSink
+from tests.helpers.records import make_child
 from tests.helpers.relay import FreshDatabase, dispatch, eventually, fresh_database, relay_worker, settled, staff
 from tests.helpers.webapp import RunningApp, add_staff
 from web.assets import ensure_frontend_installed
 from web.deps import SESSION_COOKIE
+from workflows.notifications import ReviewDigestWorkflow
 
 TEMPLATES = {"generic": "tmpl-generic", "review-due": "tmpl-review-due", "review-digest": "tmpl-digest"}
 
@@ -456,3 +461,110 @@ async def test_staff_addresses_are_set_by_managers_only_and_audited_without_the_
         (manager, {"name": reviewer, "email": "cleared", "phone": "set"}),
     ]
     assert "ravi@council.example" not in json.dumps([dict(e) for e in entries], default=str)
+
+
+# ------------------------------------------------------------------------------------------ canaries
+
+
+@pytest.mark.parametrize("provider", ["smtp", "notify"])
+async def test_no_message_of_any_kind_carries_a_shielded_childs_details(
+    provider: str, db: asyncpg.Pool, settings: Settings, task_queue: str, time_env: WorkflowEnvironment
+) -> None:
+    canary = f"CANARY{uuid.uuid4().hex[:8].upper()}"
+    child = make_child(
+        postcode="NW8 1CA",
+        school=f"{canary} School",
+        address_line=f"7 {canary} Road",
+        carer_name=f"{canary} Carer",
+    )
+    await store.import_children(db, [child], actor="importer")
+    await staff(db, "reviewer", "ravi@council.example")
+    await staff(db, "manager", "morgan@council.example")
+    officer = await staff(db, "child-protection", "cp@council.example")
+    requestor = (
+        Requestor(type=RequestorType.PUBLIC, name=f"{canary} Caller", email="caller@family.example")
+        if provider == "smtp"
+        else Requestor(type=RequestorType.PUBLIC, name=f"{canary} Caller", phone="07700 900123")
+    )
+    called_at = datetime.now(UTC) - timedelta(days=8)
+    request = intake([child.uid], called_at, reason=f"{canary} reason for shielding", requestor=requestor)
+    rid = request.request_id
+    await store.shield_request(db, ShieldChildren(request=request, form_due_at=called_at + timedelta(days=9)), "k1")
+
+    # Every kind of message the service queues, each through the store function its workflow or page calls.
+    await store.send_requestor_message(
+        db,
+        RequestorMessage(
+            request_id=rid, subject=messages.form_receipt_subject(rid), body=messages.form_receipt_body(rid)
+        ),
+        "k2",
+    )
+    due_at = called_at + timedelta(days=7)
+    kind = ReviewKind.SEVEN_DAY
+    await store.record_step(
+        db,
+        AuditedStep(
+            request_id=rid,
+            action=AuditAction.REVIEW_DUE,
+            actor="system",
+            reason=messages.review_due_audit(kind),
+            stage=Stage.REVIEW_DUE,
+            details={"review": kind.value, "due_at": due_at.isoformat()},
+            reviewer_subject=messages.review_due_subject(kind, rid),
+            reviewer_body=messages.review_due_body(kind, rid, due_at),
+        ),
+        "k3",
+    )
+    await store.record_step(
+        db,
+        AuditedStep(
+            request_id=rid,
+            action=AuditAction.REMINDER,
+            actor="system",
+            reason=messages.reminder_audit(kind),
+            details={"review": kind.value, "reminder": 1},
+            reviewer_subject=messages.reminder_subject(kind, rid),
+            reviewer_body=messages.reminder_body(kind, rid),
+        ),
+        "k4",
+    )
+    # An import of the same child under another uid (a duplicate), and of a child at the shielded address.
+    twin = child.model_copy(update={"uid": f"C-{uuid.uuid4().hex[:12]}"})
+    neighbour = make_child(postcode="NW8 1CA", address_line=f"7 {canary} Road", given_name="Noah")
+    await store.import_children(db, [twin, neighbour], actor="importer")
+    await access.override_view(db, officer, child.uid, f"{canary} why I looked")
+    with SmtpSink() as smtp_sink, FakeNotify() as fake:
+        sender = smtp(smtp_sink) if provider == "smtp" else notify_sender(fake)
+        async with relay_worker(time_env.client, db, settings, task_queue, sender):
+            digest_result = await time_env.client.execute_workflow(
+                ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+            )
+            assert digest_result.due + digest_result.overdue == 1
+            # The lapse last: it unshields.
+            await store.lift_shield(
+                db,
+                LiftShield(
+                    request_id=rid,
+                    action=AuditAction.LAPSED,
+                    stage=Stage.LAPSED,
+                    actor="system",
+                    reason=messages.lapse_reason(called_at + timedelta(days=9)),
+                    notify_requestor=messages.lapse_notice_to_requestor(rid),
+                ),
+                "k5",
+            )
+            await dispatch(time_env.client, db, task_queue)
+            ids = [int(r["notification_id"]) for r in await db.fetch("SELECT notification_id FROM notifications")]
+            done = await settled(db, ids)
+        delivered_text = json.dumps(
+            [[rcpt, dict(m.items()), m.get_content()] for rcpt, m in smtp_sink.messages] + fake.sent, default=str
+        )
+    assert {m.status for m in done} == {outbox.MessageStatus.SENT}
+    assert {m.template for m in done} == {k.value for k in MessageKind} - {"generic"}
+    sent_count = len(smtp_sink.messages) if provider == "smtp" else len(fake.sent)
+    assert sent_count >= len(done)
+    assert rid in delivered_text
+    for secret in (canary, "Frampton", "NW8 1CA", child.family_name):
+        assert secret not in delivered_text, secret
+    rows = json.dumps([dict(r) for r in await db.fetch("SELECT * FROM notifications")], default=str)
+    assert canary not in rows
