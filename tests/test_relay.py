@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from temporalio.client import ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notifications import delivery_workflow_id
@@ -38,6 +39,7 @@ from tests.helpers.relay import FreshDatabase, dispatch, eventually, fresh_datab
 from tests.helpers.webapp import RunningApp, add_staff
 from web.assets import ensure_frontend_installed
 from web.deps import SESSION_COOKIE
+from worker.notification_schedules import digest_schedule_id, ensure_relay_schedules, relay_schedule_id
 from workflows.notifications import ReviewDigestWorkflow
 
 TEMPLATES = {"generic": "tmpl-generic", "review-due": "tmpl-review-due", "review-digest": "tmpl-digest"}
@@ -568,3 +570,37 @@ async def test_no_message_of_any_kind_carries_a_shielded_childs_details(
         assert secret not in delivered_text, secret
     rows = json.dumps([dict(r) for r in await db.fetch("SELECT * FROM notifications")], default=str)
     assert canary not in rows
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+@pytest.mark.devserver
+async def test_the_schedules_are_made_once_and_the_relay_schedule_delivers(
+    db: asyncpg.Pool, settings: Settings, dev_env: WorkflowEnvironment
+) -> None:
+    client = dev_env.client
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    relay_settings = settings.model_copy(update={"task_queue": tq, "notification_relay_seconds": 1.0})
+    relay_id, digest_id = await ensure_relay_schedules(client, relay_settings, trigger=False)
+    try:
+        assert (relay_id, digest_id) == (relay_schedule_id(tq), digest_schedule_id(tq))
+        # A second worker start updates them in place.
+        assert await ensure_relay_schedules(client, relay_settings, trigger=False) == (relay_id, digest_id)
+        relay = await client.get_schedule_handle(relay_id).describe()
+        assert [i.every for i in relay.schedule.spec.intervals] == [timedelta(seconds=1)]
+        assert relay.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        digest = await client.get_schedule_handle(digest_id).describe()
+        assert digest.schedule.spec.time_zone_name == "Europe/London"
+        (calendar,) = digest.schedule.spec.calendars
+        assert [r.start for r in calendar.hour] == [8] and [r.start for r in calendar.minute] == [0]
+
+        await staff(db, "reviewer", "ravi@council.example")
+        message = await queue(db, RecipientKind.REVIEWERS)
+        with SmtpSink() as sink:
+            async with relay_worker(client, db, relay_settings, tq, smtp(sink)):
+                (done,) = await settled(db, [message], timeout=60)
+        assert done.status == outbox.MessageStatus.SENT and len(sink.to("ravi@council.example")) == 1
+    finally:
+        for schedule_id in (relay_id, digest_id):
+            await client.get_schedule_handle(schedule_id).delete()
