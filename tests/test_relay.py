@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -32,6 +33,7 @@ from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChi
 from shielding.store import accounts, outbox
 from shielding.store.audit import MessageKind, RecipientKind
 from starter.identity import digest
+from tests.helpers.devstack import DevStack
 from tests.helpers.lifecycle import intake
 from tests.helpers.mail import FakeNotify, SmtpSink
 from tests.helpers.records import make_child
@@ -604,3 +606,30 @@ async def test_the_schedules_are_made_once_and_the_relay_schedule_delivers(
     finally:
         for schedule_id in (relay_id, digest_id):
             await client.get_schedule_handle(schedule_id).delete()
+
+
+# ------------------------------------------------------------------------------------------ shielding dev
+
+
+@pytest.mark.slow
+async def test_shielding_dev_delivers_to_its_local_mail_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIELDING_NOTIFICATION_RELAY_SECONDS", "1")
+    stack = DevStack(tmp_path / "data")
+    try:
+        await asyncio.to_thread(stack.start)
+        assert "mail: every message the service sends is kept in" in stack.stdout()
+        pool = await store.create_pool(stack.database_url, max_size=2)
+        try:
+            await staff(pool, "reviewer", "ravi@council.example")
+            message = await queue(pool, RecipientKind.REVIEWERS, subject="Delivered in development")
+            (done,) = await settled(pool, [message], timeout=60)
+        finally:
+            await pool.close()
+        assert done.status == outbox.MessageStatus.SENT, (done, stack.describe())
+        kept = [p.read_text() for p in (tmp_path / "data" / "mail" / "new").iterdir()]
+        assert len(kept) == 1 and "Subject: Delivered in development" in kept[0]
+        assert "To: ravi@council.example" in kept[0]
+        code, _ = await asyncio.to_thread(stack.stop)
+        assert code == 0
+    finally:
+        stack.ensure_stopped()
