@@ -94,4 +94,4 @@ def main() -> None:
 
 
 # The command modules register themselves on `app` when imported; last, so `app` exists when they ask for it.
-from cli import audit, auth, contact, directory, intake, operations, reviews, users  # noqa: E402, F401
+from cli import audit, auth, contact, directory, intake, messages, operations, reviews, users  # noqa: E402, F401

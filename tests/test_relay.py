@@ -33,7 +33,7 @@ from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChi
 from shielding.store import accounts, outbox
 from shielding.store.audit import MessageKind, RecipientKind
 from starter.identity import digest
-from tests.helpers.devstack import DevStack
+from tests.helpers.devstack import DevStack, password_for
 from tests.helpers.lifecycle import intake
 from tests.helpers.mail import FakeNotify, SmtpSink
 from tests.helpers.records import make_child
@@ -612,23 +612,55 @@ async def test_the_schedules_are_made_once_and_the_relay_schedule_delivers(
 
 
 @pytest.mark.slow
-async def test_shielding_dev_delivers_to_its_local_mail_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_shielding_dev_delivers_to_its_local_mail_sink_and_the_cli_lists_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHIELDING_NOTIFICATION_RELAY_SECONDS", "1")
     stack = DevStack(tmp_path / "data")
     try:
         await asyncio.to_thread(stack.start)
         assert "mail: every message the service sends is kept in" in stack.stdout()
+        boot = stack.run("users", "bootstrap", "morgan", "--password-stdin", input=password_for("morgan") + "\n")
+        assert boot.returncode == 0, boot
+        added = stack.run(
+            "users",
+            "add",
+            "ravi",
+            "--role",
+            "reviewer",
+            "--password-stdin",
+            "--email",
+            "ravi@council.example",
+            as_user="morgan",
+            input=password_for("ravi") + "\n",
+        )
+        assert added.returncode == 0 and "email set for messages" in added.stdout, added
         pool = await store.create_pool(stack.database_url, max_size=2)
         try:
-            await staff(pool, "reviewer", "ravi@council.example")
             message = await queue(pool, RecipientKind.REVIEWERS, subject="Delivered in development")
-            (done,) = await settled(pool, [message], timeout=60)
+            to_managers = await queue(pool, RecipientKind.MANAGERS, subject="Nobody to tell")  # morgan has no email
+            done, failed = await settled(pool, [message, to_managers], timeout=60)
         finally:
             await pool.close()
         assert done.status == outbox.MessageStatus.SENT, (done, stack.describe())
+        assert failed.status == outbox.MessageStatus.FAILED
         kept = [p.read_text() for p in (tmp_path / "data" / "mail" / "new").iterdir()]
         assert len(kept) == 1 and "Subject: Delivered in development" in kept[0]
         assert "To: ravi@council.example" in kept[0]
+
+        listed = stack.run("messages", "list", "--json", as_user="morgan")
+        assert listed.returncode == 0, listed
+        statuses = {m["notification_id"]: m["status"] for m in listed.json()["messages"]}
+        assert statuses == {message: "sent", to_managers: "failed"}
+        only_failed = stack.run("messages", "list", "--failed", as_user="morgan")
+        assert messages.DELIVERY_NO_RECIPIENT in only_failed.stdout and "Delivered" not in only_failed.stdout
+        assert "ravi@council.example" not in listed.stdout + only_failed.stdout
+        refused = stack.run("messages", "list", as_user="ravi")
+        assert refused.returncode == 1 and "Delivered" not in refused.stdout
+        cleared = stack.run("users", "address", "ravi", "--clear-email", as_user="morgan")
+        assert cleared.returncode == 0 and "email cleared" in cleared.stdout, cleared
+        not_a_manager = stack.run("users", "address", "morgan", "--email", "m@x.example", as_user="ravi")
+        assert not_a_manager.returncode == 1
         code, _ = await asyncio.to_thread(stack.stop)
         assert code == 0
     finally:
