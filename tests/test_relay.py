@@ -665,3 +665,90 @@ async def test_shielding_dev_delivers_to_its_local_mail_sink_and_the_cli_lists_m
         assert code == 0
     finally:
         stack.ensure_stopped()
+
+
+# ------------------------------------------------------------------------------ grants and the digest
+
+
+async def test_the_service_may_record_deliveries_but_never_remove_them_and_practitioners_see_none(
+    database: FreshDatabase,
+) -> None:
+    db = database.pool
+    message = await queue(db, RecipientKind.REVIEWERS)
+    conn = await asyncpg.connect(database.url)
+    try:
+        await conn.execute("SET ROLE shielding_service")
+        await conn.execute(
+            "INSERT INTO notification_deliveries (notification_id, recipient, channel, provider, reference) "
+            "VALUES ($1, 'a@b.example', 'email', 'smtp', $2)",
+            message,
+            f"{message}-1",
+        )
+        await conn.execute("UPDATE notification_deliveries SET sent_at = now() WHERE notification_id = $1", message)
+        await conn.execute("UPDATE accounts SET email = NULL WHERE false")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM notification_deliveries")
+        with pytest.raises(asyncpg.CheckViolationError):  # a recipient kind the outbox does not know
+            await conn.execute(
+                "INSERT INTO notifications (recipient_kind, recipient, subject, body) "
+                "VALUES ('everyone', 'x', 's', 'b')"
+            )
+        await conn.execute("RESET ROLE")
+        await conn.execute("SET ROLE shielding_practitioner")
+        for table in ("notification_deliveries", "notifications", "accounts"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(f"SELECT * FROM {table} LIMIT 1")
+    finally:
+        await conn.close()
+
+
+async def test_the_digest_names_due_and_overdue_requests_once_a_day_and_nothing_when_none_is_due(
+    db: asyncpg.Pool, settings: Settings, task_queue: str, time_env: WorkflowEnvironment
+) -> None:
+    await staff(db, "reviewer", "ravi@council.example")
+    with SmtpSink() as sink:
+        async with relay_worker(time_env.client, db, settings, task_queue, smtp(sink)):
+            nothing = await time_env.client.execute_workflow(
+                ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+            )
+            assert (nothing.due, nothing.overdue, nothing.notification_id) == (0, 0, None)
+            assert not await db.fetchval("SELECT count(*) FROM notifications")
+            await db.execute("DELETE FROM completed_operations WHERE operation_key LIKE 'review-digest-%'")
+
+            rids = []
+            for overdue in (False, True):
+                child = make_child()
+                await store.import_children(db, [child], actor="importer")
+                called_at = datetime.now(UTC) - timedelta(days=10)
+                request = intake([child.uid], called_at)
+                await store.shield_request(
+                    db, ShieldChildren(request=request, form_due_at=called_at + timedelta(days=9)), f"s-{child.uid}"
+                )
+                due_at = datetime.now(UTC) - (timedelta(days=3) if overdue else timedelta(hours=2))
+                await store.record_step(
+                    db,
+                    AuditedStep(
+                        request_id=request.request_id,
+                        action=AuditAction.REVIEW_DUE,
+                        actor="system",
+                        reason="7-day review due",
+                        stage=Stage.REVIEW_DUE,
+                        details={"review": "7-day", "due_at": due_at.isoformat()},
+                    ),
+                    f"d-{child.uid}",
+                )
+                rids.append(request.request_id)
+            first = await time_env.client.execute_workflow(
+                ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+            )
+            again = await time_env.client.execute_workflow(
+                ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+            )
+            assert (first.due, first.overdue) == (1, 1) and again == first  # once a London day
+            await dispatch(time_env.client, db, task_queue)
+            (sent,) = await settled(db, [first.notification_id])
+    assert sent.template == "review-digest" and sent.recipient_kind == "reviewers"
+    assert sent.subject == messages.review_digest_subject(1, 1)
+    assert sent.body == messages.review_digest_body([rids[0]], [rids[1]])
+    (email,) = sink.to("ravi@council.example")
+    assert rids[0] in email.get_content() and rids[1] in email.get_content()
