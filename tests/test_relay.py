@@ -746,6 +746,7 @@ async def test_the_digest_names_due_and_overdue_requests_once_a_day_and_nothing_
             )
             assert (first.due, first.overdue) == (1, 1) and again == first  # once a London day
             await dispatch(time_env.client, db, task_queue)
+            assert first.notification_id is not None
             (sent,) = await settled(db, [first.notification_id])
     assert sent.template == "review-digest" and sent.recipient_kind == "reviewers"
     assert sent.subject == messages.review_digest_subject(1, 1)
