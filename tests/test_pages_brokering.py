@@ -31,6 +31,12 @@ from worker.main import build_worker
 
 pytestmark = pytest.mark.devserver
 PASSWORD = "correct-horse-battery-staple"
+ASKED_TAKEN_SEEN_CLOSED = (
+    "Contact asked for (brokering)",
+    "Contact request taken",
+    "Brokering: withheld details seen",
+    "Contact request closed",
+)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +172,13 @@ async def test_ask_take_and_close_through_the_pages_without_a_hidden_detail_reac
             await manager_page.wait_for_load_state()
             await expect(manager_page.locator("#contact-request")).to_contain_text("Passed on")
             assert _leaks(await manager_page.content(), secret) == []  # closed: the details are gone
+            # Everything is in the audit log under the contact request and under the child.
+            for query in (f"request={contact_request_id}", f"child={child.uid}"):
+                await manager_page.goto(f"/audit?{query}")
+                entries = manager_page.locator("#entries")
+                for label in ASKED_TAKEN_SEEN_CLOSED:
+                    await expect(entries).to_contain_text(label)
+            await check_accessibility(manager_page)
             manager_watch.assert_clean()
 
         await page.goto(f"/contact-requests/{contact_request_id}")
