@@ -39,8 +39,10 @@ from tests.helpers.mail import FakeNotify, SmtpSink
 from tests.helpers.records import make_child
 from tests.helpers.relay import FreshDatabase, dispatch, eventually, fresh_database, relay_worker, settled, staff
 from tests.helpers.webapp import RunningApp, add_staff
+from web import oidc_accounts
 from web.assets import ensure_frontend_installed
 from web.deps import SESSION_COOKIE
+from web.oidc import SSO_ACTOR, VerifiedIdentity
 from worker.notification_schedules import digest_schedule_id, ensure_relay_schedules, relay_schedule_id
 from workflows.notifications import ReviewDigestWorkflow
 
@@ -753,3 +755,30 @@ async def test_the_digest_names_due_and_overdue_requests_once_a_day_and_nothing_
     assert sent.body == messages.review_digest_body([rids[0]], [rids[1]])
     (email,) = sink.to("ravi@council.example")
     assert rids[0] in email.get_content() and rids[1] in email.get_content()
+
+
+async def test_single_sign_on_fills_an_empty_email_from_the_claim_and_never_overrides_a_managers(
+    db: asyncpg.Pool,
+) -> None:
+    subject = f"sub-{uuid.uuid4().hex[:8]}"
+    async with db.acquire() as conn, conn.transaction():
+        await accounts.save_account(conn, "ivy", created_by="test-setup", password_hash=None, oidc_subject=subject)
+
+    def who(email: str | None) -> VerifiedIdentity:
+        return VerifiedIdentity(
+            subject=subject, auth_time=datetime.now(UTC), groups=None, preferred_username="ivy", email=email
+        )
+
+    await oidc_accounts.fill_email(db, who("not an address"))
+    assert await outbox.staff_address(db, "ivy") == (None, None)
+    await oidc_accounts.fill_email(db, who("ivy@council.example"))
+    assert await outbox.staff_address(db, "ivy") == ("ivy@council.example", None)
+    async with db.acquire() as conn, conn.transaction():
+        await outbox.set_staff_address(conn, "ivy", by="morgan", email="ivy.morgan@council.example")
+    await oidc_accounts.fill_email(db, who("ivy@elsewhere.example"))
+    assert await outbox.staff_address(db, "ivy") == ("ivy.morgan@council.example", None)
+    entries = await db.fetch("SELECT actor, details FROM audit_log WHERE action = 'staff-address-changed'")
+    assert [(e["actor"], e["details"]) for e in entries] == [
+        (SSO_ACTOR, {"name": "ivy", "email": "set"}),
+        ("morgan", {"name": "ivy", "email": "set"}),
+    ]
