@@ -21,11 +21,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
+import structlog.testing
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.brokering import BrokeringActivities
 from activities.models import ShieldRecordInput
@@ -44,6 +47,7 @@ from shielding.codec import codec_from_settings
 from shielding.domain import Address, Carer, ChildRecord, Gender
 from shielding.settings import Settings
 from shielding.store.brokering import contact_notifications
+from shielding.temporal import data_converter
 from starter import Refusal, ShieldingService
 from tests.helpers.api import client, sign_in
 from tests.helpers.devstack import base_env
@@ -52,7 +56,7 @@ from tests.helpers.people import grant, unique_name
 from tests.helpers.records import make_child
 from tests.helpers.servers import TEST_ACTION_KEYS
 from tests.helpers.webapp import RunningApp, add_staff
-from worker.main import build_worker
+from worker.main import build_worker, workflow_runner
 from workflows.contact_brokering import ContactBrokeringWorkflow
 
 JUST = timedelta(minutes=1)
@@ -145,6 +149,7 @@ class World:
     manager: str
     other_manager: str
     operations: str
+    last: str = ""
 
     async def ask(self, urgency: Urgency = Urgency.ROUTINE, *, by: str | None = None, **kw: Any) -> ContactRequestView:
         fields: dict[str, Any] = {"purpose": self.canaries.purpose, "email": "nurse@school.example.org", "phone": None}
@@ -291,6 +296,30 @@ async def test_a_request_taken_before_its_first_reminder_is_never_reminded(world
     assert await world.reminders(cr) == []
 
 
+async def test_a_signal_from_anyone_changes_nothing_and_the_history_replays(world: World, settings: Settings) -> None:
+    """`changed` carries nothing: the workflow looks in the store, finds the request still waiting, and reminds."""
+    asked = await world.ask(Urgency.URGENT)
+    cr = asked.contact_request_id
+    await world.handle(cr).signal(ContactBrokeringWorkflow.changed)
+    state = await eventually(lambda: world.state(cr), lambda s: s.reminders == 0)
+    assert not state.taken and not state.closed
+    await advance_to(world.env, state.since + timedelta(hours=1), JUST)
+    await world.reminders_reach(cr, 1)
+    await world.service.take_contact(cr, actor=world.manager, roles=MANAGER)
+    await world.service.close_contact(cr, outcome="declined", reason="No", actor=world.manager, roles=MANAGER)
+    await world.handle(cr).result()
+
+    history = await world.handle(cr).fetch_history()
+    replayer = Replayer(
+        workflows=[ContactBrokeringWorkflow],
+        namespace=world.env.client.namespace,
+        data_converter=data_converter(settings),
+        workflow_runner=workflow_runner(),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+
+
 # ---------------------------------------------------------------------------------- permissions
 
 
@@ -417,7 +446,17 @@ def _leaks(text: str, canaries: Canaries) -> list[str]:
 
 
 async def test_the_asker_is_told_the_outcome_and_nothing_leaves_postgresql(world: World, settings: Settings) -> None:
+    with structlog.testing.capture_logs() as logged:
+        await _ask_remind_take_close(world)
+    # What every log call was given (before the allow-list even filters it): ids and counts, no canary.
+    assert logged and _leaks(repr(logged), world.canaries) == []
+    assert "020 7946 1234" not in repr(logged)
+    await _check_nothing_left_postgresql(world, settings)
+
+
+async def _ask_remind_take_close(world: World) -> None:
     asked = await world.ask(Urgency.URGENT, email=None, phone="020 7946 1234")
+    world.last = asked.contact_request_id
     cr = asked.contact_request_id
     state = await world.state(cr)
     await advance_to(world.env, state.since + timedelta(hours=1), JUST)
@@ -433,6 +472,11 @@ async def test_the_asker_is_told_the_outcome_and_nothing_leaves_postgresql(world
         roles=MANAGER,
     )
     await world.handle(cr).result()
+
+
+async def _check_nothing_left_postgresql(world: World, settings: Settings) -> None:
+    cr = world.last
+    asked = await world.service.contact_request(cr, actor=world.practitioner, roles=PRACTITIONER)
 
     # The asker is told the outcome at the address they gave, and nothing else.
     told = await contact_notifications(world.pool, cr)
