@@ -153,8 +153,14 @@ class NotificationActivities:
                         await outbox.record_sent(self._pool, delivery, provider_id)
                         result.already_sent += 1
                         continue
-                # The send and its record together: a worker stopping now lets them finish, not half of it.
-                await asyncio.shield(self._send(message, delivery))
+                # The send and its record together: a worker stopping now lets them finish, not half of it
+                # (a retry elsewhere would otherwise find the row unrecorded and could send it again).
+                sending = asyncio.ensure_future(self._send(message, delivery))
+                try:
+                    await asyncio.shield(sending)
+                except asyncio.CancelledError:
+                    await sending
+                    raise
                 result.sent += 1
             except NotPossible as why:
                 await outbox.record_not_possible(self._pool, delivery, why.reason)

@@ -267,6 +267,26 @@ def _remove_user(w: World, who: Staff, allowed: bool) -> Call:
     return Call(answer, 200, removed, kept)
 
 
+def _messages(w: World, who: Staff, allowed: bool) -> Call:
+    # The outbox (more in tests/test_relay.py): the shared request's messages, if any, with their status.
+    answer = who.http.get("/api/messages", params={"request": w.shared_request})
+    return Call(answer, 200, lambda r: _assert(isinstance(r.json()["messages"], list), r))
+
+
+def _set_address(w: World, who: Staff, allowed: bool) -> Call:
+    name = unique("addressed")
+    body = {"name": name, "role": "practitioner", "password": password_for(name)}
+    created = w.boss.http.post("/api/users", json=body)
+    assert created.status_code == 201, created.text
+    answer = who.http.put(f"/api/users/{name}/address", json={"email": f"{name}@council.example"})
+
+    def unchanged(r: httpx.Response) -> None:
+        again = w.boss.http.put(f"/api/users/{name}/address", json={"email": f"{name}@council.example"})
+        assert again.json()["changed"] == {"email": "set"}, f"a refused caller set {name}'s address"
+
+    return Call(answer, 200, lambda r: _assert(r.json()["changed"] == {"email": "set"}, r), unchanged)
+
+
 def _me(w: World, who: Staff, allowed: bool) -> Call:
     answer = who.http.get("/api/auth/me")
     return Call(answer, 200, lambda r: _assert(r.json()["name"] == who.name, r))
@@ -302,6 +322,8 @@ ROUTES = [
     Route("GET /api/users", _list_users, "users"),
     Route("POST /api/users", _add_user, "users"),
     Route("DELETE /api/users/{name}", _remove_user, "users"),
+    Route("PUT /api/users/{name}/address", _set_address, "users"),
+    Route("GET /api/messages", _messages, "users"),
     Route("POST /codec/decode", _decode, "decode payloads"),
     Route("GET /api/auth/me", _me, None),
 ]

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from temporalio.client import ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.notifications import delivery_workflow_id
 from shielding import access, messages, store
@@ -43,8 +44,9 @@ from web import oidc_accounts
 from web.assets import ensure_frontend_installed
 from web.deps import SESSION_COOKIE
 from web.oidc import SSO_ACTOR, VerifiedIdentity
+from worker.main import workflow_runner
 from worker.notification_schedules import digest_schedule_id, ensure_relay_schedules, relay_schedule_id
-from workflows.notifications import ReviewDigestWorkflow
+from workflows.notifications import NotificationDeliveryWorkflow, ReviewDigestWorkflow
 
 TEMPLATES = {"generic": "tmpl-generic", "review-due": "tmpl-review-due", "review-digest": "tmpl-digest"}
 
@@ -342,6 +344,14 @@ async def test_delivery_workflow_history_carries_ids_only(
     for canary in (address, secret_subject, secret_body):
         assert canary not in plain
     assert any(str(message) in json.dumps(d, default=str) for d in decoded)
+    # And the workflow is deterministic: its history replays.
+    replayer = Replayer(
+        workflows=[NotificationDeliveryWorkflow],
+        namespace=time_env.client.namespace,
+        workflow_runner=workflow_runner(),
+        data_converter=time_env.client.data_converter,
+    )
+    await replayer.replay_workflow(history)
 
 
 # ------------------------------------------------------------------------------- the managers' view
