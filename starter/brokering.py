@@ -12,6 +12,7 @@ carries nothing; the workflow reads the store). The actor is always the signed-i
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -134,7 +135,28 @@ class ContactBrokering:
             raise Refusal("Select whether the request is urgent or routine.") from None
         text = _text(purpose, "purpose", needed="Enter why you need to contact the child or their family.")
         email, phone = check_contact_details(email, phone)
+        try:
+            await brokering.check_askable(self._pool, uid)
+        except ContactProblem as problem:
+            raise Refusal(str(problem)) from None
         contact_request_id = new_contact_request_id()
+        # The workflow first, then the request: a request is never recorded without its reminders. Should the
+        # request then not be recorded, the workflow is ended (and, were that lost too, its first reminder finds
+        # no request and ends it).
+        try:
+            handle = await self._client.start_workflow(
+                ContactBrokeringWorkflow.run,
+                BrokeringInput(contact_request_id=contact_request_id, urgency=urgency),
+                id=contact_request_id,
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Contact request ({urgency.value})",
+            )
+        except RPCError:
+            raise Refusal(
+                "The workflow service cannot be reached, so the request was not sent; nothing was recorded. "
+                "Try again in a few minutes."
+            ) from None
         try:
             request = await brokering.ask_contact(
                 self._pool,
@@ -146,24 +168,12 @@ class ContactBrokering:
                 phone=phone,
                 actor=actor,
             )
-        except ContactProblem as problem:
-            raise Refusal(str(problem)) from None
-        try:
-            await self._client.start_workflow(
-                ContactBrokeringWorkflow.run,
-                BrokeringInput(contact_request_id=contact_request_id, urgency=urgency),
-                id=contact_request_id,
-                task_queue=self._task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=f"Contact request ({urgency.value})",
-            )
-        except RPCError:
-            # Recorded and the managers told (it is in their queue); only its reminders could not be set up.
-            log.error("contact request reminders not started", request_id=contact_request_id)
-            raise Refusal(
-                f"Contact request {contact_request_id} is recorded and the managers have been told, but its "
-                "reminders could not be set up (the workflow service is unavailable); tell operations."
-            ) from None
+        except BaseException as err:
+            with contextlib.suppress(RPCError):
+                await handle.terminate(reason="the contact request was not recorded")
+            if isinstance(err, ContactProblem):
+                raise Refusal(str(err)) from None
+            raise
         log.info("contact asked", request_id=contact_request_id, child_uid=uid)
         return view_for(request, manager=False)
 

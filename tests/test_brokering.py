@@ -36,11 +36,13 @@ from activities.shielding import ShieldingActivities
 from shielding import access, deadlines, store
 from shielding.brokering import (
     ROUTINE_REMINDER_WORKING_DAYS,
+    BrokeringInput,
     BrokeringState,
     ContactOutcome,
     ContactRequestView,
     ContactStatus,
     Urgency,
+    new_contact_request_id,
     reminder_due_at,
 )
 from shielding.codec import codec_from_settings
@@ -318,6 +320,24 @@ async def test_a_signal_from_anyone_changes_nothing_and_the_history_replays(worl
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None
+
+
+async def test_a_workflow_whose_request_was_never_recorded_ends_at_its_first_reminder(
+    world: World, task_queue: str
+) -> None:
+    """The service starts the workflow before it records the request; had recording failed (and the workflow's
+    termination been lost too), the first reminder finds no request and ends the workflow, telling nobody."""
+    cr = new_contact_request_id()
+    handle = await world.env.client.start_workflow(
+        ContactBrokeringWorkflow.run,
+        BrokeringInput(contact_request_id=cr, urgency=Urgency.URGENT),
+        id=cr,
+        task_queue=task_queue,
+    )
+    await world.env.sleep(timedelta(hours=1, minutes=1))
+    result = await handle.result()
+    assert result.reminders == 0 and result.outcome is None
+    assert await contact_notifications(world.pool, cr) == []
 
 
 # ---------------------------------------------------------------------------------- permissions

@@ -97,6 +97,22 @@ async def _row(conn: asyncpg.Connection | asyncpg.Pool, contact_request_id: str,
     return ContactRequest(**dict(row))
 
 
+async def _askable(conn: asyncpg.Connection | asyncpg.Pool, uid: str, *, lock: bool = False) -> str:
+    """The request shielding `uid`; refused in words when there is no such child or it is not shielded."""
+    child = await conn.fetchrow(
+        "SELECT shield_request_id FROM children WHERE uid = $1" + (" FOR SHARE" if lock else ""), uid
+    )
+    if child is None:
+        raise ContactProblem(f"No child in the directory has the identifier {uid}.")
+    if child["shield_request_id"] is None:
+        raise ContactProblem(messages.contact_not_shielded(uid))
+    return str(child["shield_request_id"])
+
+
+async def check_askable(pool: asyncpg.Pool, uid: str) -> None:
+    await _askable(pool, uid)
+
+
 async def ask_contact(
     pool: asyncpg.Pool,
     *,
@@ -111,18 +127,14 @@ async def ask_contact(
     """Record the ask (audited under the child and the request) and tell the managers, in one transaction."""
     managers = RecipientKind.MANAGERS.value
     async with pool.acquire() as conn, conn.transaction():
-        child = await conn.fetchrow("SELECT shield_request_id FROM children WHERE uid = $1 FOR SHARE", uid)
-        if child is None:
-            raise ContactProblem(f"No child in the directory has the identifier {uid}.")
-        if child["shield_request_id"] is None:
-            raise ContactProblem(messages.contact_not_shielded(uid))
+        shield_request_id = await _askable(conn, uid, lock=True)
         row = await conn.fetchrow(
             """INSERT INTO contact_requests (contact_request_id, child_uid, shield_request_id, urgency, purpose,
                                              contact_email, contact_phone, asked_by)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
             contact_request_id,
             uid,
-            child["shield_request_id"],
+            shield_request_id,
             urgency.value,
             purpose,
             email,
@@ -136,7 +148,7 @@ async def ask_contact(
             request_id=contact_request_id,
             child_uid=uid,
             reason=messages.contact_asked_audit(urgency.value),
-            details={"urgency": urgency.value, "shield_request_id": child["shield_request_id"]},
+            details={"urgency": urgency.value, "shield_request_id": shield_request_id},
         )
         await _notify(
             conn,
