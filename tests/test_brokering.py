@@ -48,6 +48,7 @@ from shielding.brokering import (
 from shielding.codec import codec_from_settings
 from shielding.domain import Address, Carer, ChildRecord, Gender
 from shielding.settings import Settings
+from shielding.store import brokering as brokering_store
 from shielding.store.brokering import contact_notifications
 from shielding.temporal import data_converter
 from starter import Refusal, ShieldingService
@@ -338,6 +339,20 @@ async def test_a_workflow_whose_request_was_never_recorded_ends_at_its_first_rem
     result = await handle.result()
     assert result.reminders == 0 and result.outcome is None
     assert await contact_notifications(world.pool, cr) == []
+
+
+async def test_a_close_whose_signal_was_lost_still_ends_the_workflow_within_a_day(world: World) -> None:
+    asked = await world.ask(Urgency.ROUTINE)
+    cr = asked.contact_request_id
+    await world.service.take_contact(cr, actor=world.manager, roles=MANAGER)
+    await eventually(lambda: world.state(cr), lambda s: s.taken)
+    # Closed in the store with no signal (as if the workflow service had been unreachable just then).
+    await brokering_store.close(world.pool, cr, world.manager, ContactOutcome.DECLINED, "No contact wanted")
+    await world.env.sleep(timedelta(hours=23))
+    assert (await world.state(cr)).closed is False
+    await world.env.sleep(timedelta(hours=2))
+    result = await world.handle(cr).result()
+    assert result.outcome == ContactOutcome.DECLINED and result.reminders == 0
 
 
 # ---------------------------------------------------------------------------------- permissions

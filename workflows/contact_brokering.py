@@ -2,7 +2,8 @@
 
 It waits, durably, for a manager to take the request; until one does, it reminds the managers each period
 (routine: two working days, urgent: an hour; `shielding.brokering.reminder_due_at`), for as long as it takes:
-silence never closes it. Once taken it waits, without timers, for the outcome.
+silence never closes it. Once taken it sends no more reminders and waits for the outcome (reading the store
+once a day, in case the service's signal was lost).
 
 Its history holds only the contact request's id, urgency, counts and flags. Staff act in PostgreSQL through the
 service (`starter.brokering`), which then signals `changed`; the signal carries nothing and is trusted for
@@ -28,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# How often a taken request's workflow reads the store, should the service's signal that closed it have been lost.
+TAKEN_RECHECK = timedelta(days=1)
 # Retry for as long as it takes: a reminder must not be dropped because the database blinked.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 
@@ -46,17 +49,16 @@ class ContactBrokeringWorkflow:
         state = self._state
         while not state.closed:
             due = state.next_reminder_at()
-            timeout = None if due is None else due - workflow.now()
-            fired = timeout is not None and timeout <= timedelta(0)
+            if due is None:  # taken: no reminders; look in the store now and then, in case a signal was lost
+                timeout, summary = TAKEN_RECHECK, "check whether the taken request is closed"
+            else:
+                timeout, summary = due - workflow.now(), f"reminder {state.reminders + 1} ({state.urgency.value})"
+            fired = due is not None and timeout <= timedelta(0)
             if not fired:
                 try:
-                    await workflow.wait_condition(
-                        lambda: self._wake,
-                        timeout=timeout,
-                        timeout_summary=f"reminder {state.reminders + 1} ({state.urgency.value})",
-                    )
+                    await workflow.wait_condition(lambda: self._wake, timeout=timeout, timeout_summary=summary)
                 except TimeoutError:
-                    fired = True
+                    fired = due is not None
             if fired:
                 number = state.reminders + 1
                 result = await workflow.execute_activity_method(
