@@ -287,6 +287,50 @@ def _set_address(w: World, who: Staff, allowed: bool) -> Call:
     return Call(answer, 200, lambda r: _assert(r.json()["changed"] == {"email": "set"}, r), unchanged)
 
 
+CONTACT_ASK = {"purpose": "School nurse needs to reach the mother", "urgency": "routine", "email": "n@school.example"}
+
+
+def _asked(w: World, by: Staff) -> str:
+    """A contact request for the shared (shielded) child, asked for by `by`."""
+    answer = by.http.post(f"/api/children/{w.shared_child.uid}/contact-requests", json=CONTACT_ASK)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["contact_request_id"])
+
+
+def _ask_contact(w: World, who: Staff, allowed: bool) -> Call:
+    # Brokering contact (more in tests/test_brokering.py).
+    answer = who.http.post(f"/api/children/{w.shared_child.uid}/contact-requests", json=CONTACT_ASK)
+    return Call(answer, 201, lambda r: _assert(r.json()["status"] == "waiting", r))
+
+
+def _contact_requests(w: World, who: Staff, allowed: bool) -> Call:
+    answer = who.http.get("/api/contact-requests")
+    return Call(answer, 200, lambda r: _assert(isinstance(r.json()["contact_requests"], list), r))
+
+
+def _contact_request(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, who if allowed else w.team["practitioner"])
+    answer = who.http.get(f"/api/contact-requests/{contact_request_id}")
+    return Call(answer, 200, lambda r: _assert(r.json()["contact_request_id"] == contact_request_id, r))
+
+
+def _take_contact(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, w.team["practitioner"])
+    answer = who.http.post(f"/api/contact-requests/{contact_request_id}/take")
+    return Call(answer, 200, lambda r: _assert(r.json()["hidden"]["address"] is not None, r))
+
+
+def _close_contact(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, w.team["practitioner"])
+    taker = who if allowed else w.team["manager"]
+    taken = taker.http.post(f"/api/contact-requests/{contact_request_id}/take")
+    assert taken.status_code == 200, taken.text
+    answer = who.http.post(
+        f"/api/contact-requests/{contact_request_id}/close", json={"outcome": "passed-on", "reason": "Rang them"}
+    )
+    return Call(answer, 200, lambda r: _assert(r.json()["status"] == "closed", r))
+
+
 def _me(w: World, who: Staff, allowed: bool) -> Call:
     answer = who.http.get("/api/auth/me")
     return Call(answer, 200, lambda r: _assert(r.json()["name"] == who.name, r))
@@ -325,6 +369,11 @@ ROUTES = [
     Route("PUT /api/users/{name}/address", _set_address, "users"),
     Route("GET /api/messages", _messages, "users"),
     Route("POST /codec/decode", _decode, "decode payloads"),
+    Route("POST /api/children/{uid}/contact-requests", _ask_contact, "ask contact", "child"),
+    Route("GET /api/contact-requests", _contact_requests, "ask contact"),
+    Route("GET /api/contact-requests/{id}", _contact_request, "ask contact"),
+    Route("POST /api/contact-requests/{id}/take", _take_contact, "broker contact"),
+    Route("POST /api/contact-requests/{id}/close", _close_contact, "broker contact"),
     Route("GET /api/auth/me", _me, None),
 ]
 

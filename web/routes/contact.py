@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from shielding.brokering import ContactRequestList, ContactRequestView
 from starter.identity import Session
-from web.deps import PartsDep, SessionDep, allowed
+from web.deps import PartsDep, allowed
 from web.schemas import ContactAsk, ContactClose, Problem
 
 router = APIRouter(tags=["contact"])
@@ -44,7 +44,7 @@ async def ask_contact(
     "/api/contact-requests",
     summary="Managers: every contact request (open first, urgent first); others: the ones they asked for",
 )
-async def contact_requests(p: PartsDep, session: SessionDep) -> ContactRequestList:
+async def contact_requests(p: PartsDep, session: Annotated[Session, allowed("ask contact")]) -> ContactRequestList:
     found = await p.service.contact_requests(actor=session.name, roles=session.roles)
     return ContactRequestList(contact_requests=found)
 
@@ -55,7 +55,9 @@ async def contact_requests(p: PartsDep, session: SessionDep) -> ContactRequestLi
     "(the manager who took it, audited)",
     responses={403: {"model": Problem, "description": "Neither the person who asked nor a manager (audited)"}},
 )
-async def contact_request(request_id: str, p: PartsDep, session: SessionDep) -> ContactRequestView:
+async def contact_request(
+    request_id: str, p: PartsDep, session: Annotated[Session, allowed("ask contact")]
+) -> ContactRequestView:
     return await p.service.contact_request(request_id, actor=session.name, roles=session.roles)
 
 
