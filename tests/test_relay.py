@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from playwright.async_api import expect
 from temporalio.client import ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -34,6 +36,7 @@ from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChi
 from shielding.store import accounts, outbox
 from shielding.store.audit import MessageKind, RecipientKind
 from starter.identity import digest
+from tests.helpers.browser import browser_page, check_accessibility, launched_chromium, save_screenshot
 from tests.helpers.devstack import DevStack, password_for
 from tests.helpers.lifecycle import intake
 from tests.helpers.mail import FakeNotify, SmtpSink
@@ -401,9 +404,9 @@ async def test_a_failed_message_is_shown_to_managers_only_on_the_page_and_the_ap
     reviewer_token, _ = await _session(db, reviewer, "bearer")
     with RunningApp(web) as app:
         async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
-            page = await http.get("/managers/messages", cookies={SESSION_COOKIE: manager_cookie})
-            assert page.status_code == 200, page.text
-            html = page.text
+            listing = await http.get("/managers/messages", cookies={SESSION_COOKIE: manager_cookie})
+            assert listing.status_code == 200, listing.text
+            html = listing.text
             for text in ("Reminder: overdue review", "Please decide.", "Break-glass view", "Not sent yet"):
                 assert text in html
             assert html.count("govuk-tag--red") == 1 and html.count("govuk-tag--grey") == 1
@@ -434,6 +437,20 @@ async def test_a_failed_message_is_shown_to_managers_only_on_the_page_and_the_ap
             denied = await http.get("/api/messages", headers={"Authorization": f"Bearer {reviewer_token}"})
             assert denied.status_code == 403 and "messages" not in denied.json()
             assert (await http.get("/api/messages")).status_code == 401
+
+        # In a browser: reached from Staff accounts, accessible, and the failure's reason beside its tag.
+        async with launched_chromium() as chromium, browser_page(chromium, app.url) as (page, watch):
+            await page.context.add_cookies([{"name": SESSION_COOKIE, "value": manager_cookie, "url": app.url}])
+            await page.goto("/users")
+            await page.get_by_role("link", name=re.compile("See the messages")).click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("Messages")
+            row = page.locator(f"#message-{failing}")
+            await expect(row.locator(".govuk-tag")).to_have_text("Failed")
+            await expect(row).to_contain_text(messages.DELIVERY_REFUSED)
+            await expect(page.locator(f"#message-{queued} .govuk-tag")).to_have_text("Queued")
+            await check_accessibility(page)
+            await save_screenshot(page, "messages")
+            watch.assert_clean()
 
 
 async def test_staff_addresses_are_set_by_managers_only_and_audited_without_the_value(
