@@ -28,7 +28,7 @@ from temporalio.worker import Replayer
 
 from activities.notifications import delivery_workflow_id
 from shielding import access, messages, store
-from shielding.delivery import NotifySender, SmtpSender, notify_templates
+from shielding.delivery import FailureCode, NotifySender, SmtpSender, notify_templates
 from shielding.domain import AuditAction, Requestor, RequestorType, ReviewKind, Stage
 from shielding.embedded_postgres import EmbeddedPostgres
 from shielding.settings import ConfigurationError, Settings
@@ -183,6 +183,39 @@ async def test_outage_keeps_messages_queued_then_delivers_them_when_smtp_is_back
             sink.stop()
     assert [m.status for m in done] == [outbox.MessageStatus.SENT] * 3
     assert len(sink.to("ravi@council.example")) == 3
+
+
+async def test_three_days_without_the_provider_fail_the_message_with_a_reason(
+    db: asyncpg.Pool, settings: Settings, task_queue: str, time_env: WorkflowEnvironment
+) -> None:
+    await staff(db, "reviewer", "ravi@council.example")
+    message = await queue(db, RecipientKind.REVIEWERS)
+    sink = SmtpSink()  # never started: every attempt is refused a connection
+    async with relay_worker(time_env.client, db, settings, task_queue, smtp(sink)):
+        await dispatch(time_env.client, db, task_queue)
+        await eventually(lambda: _attempted(time_env, message, 2))
+        # Three days pass without the provider (the time-skipping server jumps them).
+        await time_env.sleep(timedelta(days=3, minutes=30))
+        (done,) = await settled(db, [message])
+        handle = time_env.client.get_workflow_handle_for(
+            NotificationDeliveryWorkflow.run, delivery_workflow_id(message)
+        )
+        outcome = await handle.result()
+    assert outcome.failed == FailureCode.TIMED_OUT and outcome.sent == 0
+    assert done.status == outbox.MessageStatus.FAILED and done.failure == messages.DELIVERY_TIMED_OUT
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'notification-failed' AND reason = $1",
+            messages.DELIVERY_TIMED_OUT,
+        )
+        == 1
+    )
+
+
+async def _attempted(env: WorkflowEnvironment, notification_id: int, attempts: int) -> bool:
+    described = await env.client.get_workflow_handle(delivery_workflow_id(notification_id)).describe()
+    pending = described.raw_description.pending_activities
+    return bool(pending) and pending[0].attempt >= attempts
 
 
 async def test_an_address_the_smtp_server_refuses_fails_the_message_with_a_reason_and_an_audit_entry(
