@@ -28,7 +28,7 @@ from temporalio.worker import Replayer
 
 from activities.notifications import delivery_workflow_id
 from shielding import access, messages, store
-from shielding.delivery import FailureCode, NotifySender, SmtpSender, notify_templates
+from shielding.delivery import FailureCode, NotifySender, SmtpSender, notify_templates, sender_from_settings
 from shielding.domain import AuditAction, Requestor, RequestorType, ReviewKind, Stage
 from shielding.embedded_postgres import EmbeddedPostgres
 from shielding.settings import ConfigurationError, Settings
@@ -49,7 +49,7 @@ from web.deps import SESSION_COOKIE
 from web.oidc import SSO_ACTOR, VerifiedIdentity
 from worker.main import workflow_runner
 from worker.notification_schedules import digest_schedule_id, ensure_relay_schedules, relay_schedule_id
-from workflows.notifications import NotificationDeliveryWorkflow, ReviewDigestWorkflow
+from workflows.notifications import DeliveryOutcome, NotificationDeliveryWorkflow, ReviewDigestWorkflow
 
 TEMPLATES = {"generic": "tmpl-generic", "review-due": "tmpl-review-due", "review-digest": "tmpl-digest"}
 
@@ -197,9 +197,7 @@ async def test_three_days_without_the_provider_fail_the_message_with_a_reason(
         # Three days pass without the provider (the time-skipping server jumps them).
         await time_env.sleep(timedelta(days=3, minutes=30))
         (done,) = await settled(db, [message])
-        handle = time_env.client.get_workflow_handle_for(
-            NotificationDeliveryWorkflow.run, delivery_workflow_id(message)
-        )
+        handle = time_env.client.get_workflow_handle(delivery_workflow_id(message), result_type=DeliveryOutcome)
         outcome = await handle.result()
     assert outcome.failed == FailureCode.TIMED_OUT and outcome.sent == 0
     assert done.status == outbox.MessageStatus.FAILED and done.failure == messages.DELIVERY_TIMED_OUT
@@ -347,6 +345,17 @@ async def test_notify_outage_then_recovery_and_a_refused_number_fails(
     assert sent.status == outbox.MessageStatus.SENT and len(fake.to("morgan@council.example")) == 1
     assert failed.status == outbox.MessageStatus.FAILED and failed.failure == messages.DELIVERY_REFUSED
     assert fake.to("07700 900999") == []
+
+
+def test_the_sender_is_notify_with_a_key_else_smtp_and_production_names_one() -> None:
+    templates = json.dumps(TEMPLATES)
+    chosen = sender_from_settings(Settings(notify_api_key=FakeNotify().api_key, notify_templates=templates))
+    assert isinstance(chosen, NotifySender) and chosen.template_for("lapse") == "tmpl-generic"
+    assert isinstance(sender_from_settings(Settings()), SmtpSender)
+    with pytest.raises(ConfigurationError, match="SHIELDING_NOTIFY_API_KEY"):
+        sender_from_settings(Settings(environment="production"))
+    relay = sender_from_settings(Settings(environment="production", smtp_host="smtp.council.example"))
+    assert isinstance(relay, SmtpSender) and relay.host == "smtp.council.example"
 
 
 def test_notify_templates_need_a_generic_one() -> None:

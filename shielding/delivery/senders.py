@@ -213,4 +213,9 @@ def sender_from_settings(settings: Settings) -> Sender:
     """Notify when an API key is set; otherwise SMTP (`shielding dev` runs a local sink for it)."""
     if settings.notify_api_key:
         return NotifySender(settings.notify_api_key, settings.notify_base_url, notify_templates(settings))
+    if settings.environment == "production" and "smtp_host" not in settings.model_fields_set:
+        # The development default (a sink on this machine) would leave every message undelivered for 3 days.
+        raise ConfigurationError(
+            "No way to send messages: set SHIELDING_NOTIFY_API_KEY (GOV.UK Notify) or SHIELDING_SMTP_HOST."
+        )
     return SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_from)
