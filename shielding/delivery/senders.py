@@ -20,10 +20,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from shielding import messages
+from shielding.log import get_logger
 from shielding.settings import ConfigurationError, Settings
 from shielding.store.outbox import Channel, Delivery, Outgoing
 
 SEND_TIMEOUT_SECONDS = 20.0
+log = get_logger(__name__)
 
 
 class FailureCode(StrEnum):
@@ -214,8 +216,7 @@ def sender_from_settings(settings: Settings) -> Sender:
     if settings.notify_api_key:
         return NotifySender(settings.notify_api_key, settings.notify_base_url, notify_templates(settings))
     if settings.environment == "production" and "smtp_host" not in settings.model_fields_set:
-        # The development default (a sink on this machine) would leave every message undelivered for 3 days.
-        raise ConfigurationError(
-            "No way to send messages: set SHIELDING_NOTIFY_API_KEY (GOV.UK Notify) or SHIELDING_SMTP_HOST."
-        )
+        # The development default (a sink on this machine): every message would wait 3 days, then fail (each
+        # shown to managers as failed). Said loudly at start rather than refusing to run the rest of the worker.
+        log.warning("no message provider: set SHIELDING_NOTIFY_API_KEY (GOV.UK Notify) or SHIELDING_SMTP_HOST")
     return SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_from)
