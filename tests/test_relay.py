@@ -545,7 +545,12 @@ async def test_staff_addresses_are_set_by_managers_only_and_audited_without_the_
 
 @pytest.mark.parametrize("provider", ["smtp", "notify"])
 async def test_no_message_of_any_kind_carries_a_shielded_childs_details(
-    provider: str, db: asyncpg.Pool, settings: Settings, task_queue: str, time_env: WorkflowEnvironment
+    provider: str,
+    db: asyncpg.Pool,
+    settings: Settings,
+    task_queue: str,
+    time_env: WorkflowEnvironment,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     canary = f"CANARY{uuid.uuid4().hex[:8].upper()}"
     child = make_child(
@@ -612,27 +617,28 @@ async def test_no_message_of_any_kind_carries_a_shielded_childs_details(
     await access.override_view(db, officer, child.uid, f"{canary} why I looked")
     with SmtpSink() as smtp_sink, FakeNotify() as fake:
         sender = smtp(smtp_sink) if provider == "smtp" else notify_sender(fake)
-        async with relay_worker(time_env.client, db, settings, task_queue, sender):
-            digest_result = await time_env.client.execute_workflow(
-                ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
-            )
-            assert digest_result.due + digest_result.overdue == 1
-            # The lapse last: it unshields.
-            await store.lift_shield(
-                db,
-                LiftShield(
-                    request_id=rid,
-                    action=AuditAction.LAPSED,
-                    stage=Stage.LAPSED,
-                    actor="system",
-                    reason=messages.lapse_reason(called_at + timedelta(days=9)),
-                    notify_requestor=messages.lapse_notice_to_requestor(rid),
-                ),
-                "k5",
-            )
-            await dispatch(time_env.client, db, task_queue)
-            ids = [int(r["notification_id"]) for r in await db.fetch("SELECT notification_id FROM notifications")]
-            done = await settled(db, ids)
+        with capture_logs() as relay_logs:
+            async with relay_worker(time_env.client, db, settings, task_queue, sender):
+                digest_result = await time_env.client.execute_workflow(
+                    ReviewDigestWorkflow.run, id=f"digest-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+                )
+                assert digest_result.due + digest_result.overdue == 1
+                # The lapse last: it unshields.
+                await store.lift_shield(
+                    db,
+                    LiftShield(
+                        request_id=rid,
+                        action=AuditAction.LAPSED,
+                        stage=Stage.LAPSED,
+                        actor="system",
+                        reason=messages.lapse_reason(called_at + timedelta(days=9)),
+                        notify_requestor=messages.lapse_notice_to_requestor(rid),
+                    ),
+                    "k5",
+                )
+                await dispatch(time_env.client, db, task_queue)
+                ids = [int(r["notification_id"]) for r in await db.fetch("SELECT notification_id FROM notifications")]
+                done = await settled(db, ids)
         delivered_text = json.dumps(
             [[rcpt, dict(m.items()), m.get_content()] for rcpt, m in smtp_sink.messages] + fake.sent, default=str
         )
@@ -643,6 +649,11 @@ async def test_no_message_of_any_kind_carries_a_shielded_childs_details(
     assert rid in delivered_text
     for secret in (canary, "Frampton", "NW8 1CA", child.family_name):
         assert secret not in delivered_text, secret
+    # Nor does anything the relay logged (its own events, and the SDK's lines about failed attempts).
+    logged = json.dumps(relay_logs, default=str) + caplog.text
+    assert relay_logs and "notification delivered" in logged
+    for secret in (canary, "@council.example", "caller@family.example", "07700 900123", "NW8 1CA"):
+        assert secret not in logged, secret
     rows = json.dumps([dict(r) for r in await db.fetch("SELECT * FROM notifications")], default=str)
     assert canary not in rows
 
