@@ -97,7 +97,14 @@ class StaffAddress(Body):
     """A staff member's address for messages (shielding.delivery); a field left out stays as it is, null clears it."""
 
     email: (
-        Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True,
+                max_length=254,
+                pattern=r"^[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+$",
+            ),
+        ]
         | None
     ) = None
     phone: (

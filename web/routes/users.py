@@ -28,7 +28,7 @@ async def add_user(body: NewUser, p: PartsDep, session: SessionDep) -> dict[str,
 
 @router.put("/{name}/address", summary="Set or clear a person's email and phone for messages (managers)")
 async def set_address(
-    name: Annotated[str, Path(max_length=64)],
+    name: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9._@-]{1,64}$")],
     body: StaffAddress,
     p: PartsDep,
     session: Annotated[Session, allowed("users")],
