@@ -5,7 +5,7 @@ Commands that print records accept --json (one JSON object on stdout). Staff com
 web service (`cli.context`), acting as whoever signed in with `shielding login` (`cli.auth`); the commands
 that run on a server (`dev`, `worker`, `migrate`, `serve`, `certs generate`, `users bootstrap`) and
 `deadlines` are local. The commands live by audience in `cli.operations`, `cli.auth`, `cli.intake`,
-`cli.reviews`, `cli.directory`, `cli.audit` and `cli.users`.
+`cli.reviews`, `cli.directory`, `cli.contact`, `cli.audit` and `cli.users`.
 """
 
 from __future__ import annotations
@@ -94,4 +94,4 @@ def main() -> None:
 
 
 # The command modules register themselves on `app` when imported; last, so `app` exists when they ask for it.
-from cli import access, audit, auth, directory, intake, operations, reviews, users  # noqa: E402, F401
+from cli import access, audit, auth, contact, directory, intake, messages, operations, reviews, users  # noqa: E402, F401

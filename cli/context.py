@@ -101,6 +101,9 @@ class Context:
     def post(self, path: str, **kwargs: Any) -> Any:
         return answer(self.http.post(path, **kwargs))
 
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return answer(self.http.put(path, **kwargs))
+
     def delete(self, path: str, **params: str | None) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
         return answer(self.http.delete(path, params=query))

@@ -15,6 +15,8 @@ from cli.passwords import read_password
 from cli.render import emit, user_lines
 from shielding.settings import Settings, get_settings
 
+EmailOption = Annotated[str | None, typer.Option("--email", help="Their email address for messages.")]
+PhoneOption = Annotated[str | None, typer.Option("--phone", help="Their phone number for text messages.")]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
 ]
@@ -53,15 +55,44 @@ def users_add(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Set their password (a local account) from standard input.")
     ] = False,
+    email: EmailOption = None,
+    phone: PhoneOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a user or grant them a role (managers)."""
+    """Add a user or grant them a role (managers); --email / --phone: where the service sends them messages."""
     body: dict[str, str] = {"name": name, "role": role}
     if password_stdin:
         body["password"] = read_password(True, needed_for="a local account")
     with Context(get_settings()) as ctx:
         added = ctx.post("/api/users", json=body)
-    emit(as_json, added, [f"user {added['name']}: {added['role']}"])
+        address = {k: v for k, v in (("email", email), ("phone", phone)) if v is not None}
+        if address:
+            added["address"] = ctx.put(f"/api/users/{segment(name)}/address", json=address)["changed"]
+    lines = [f"user {added['name']}: {added['role']}"]
+    lines += [f"  {field} {how} for messages" for field, how in added.get("address", {}).items()]
+    emit(as_json, added, lines)
+
+
+@users_app.command("address")
+@run
+def users_address(
+    name: Annotated[str, typer.Argument(help="The account name.")],
+    email: EmailOption = None,
+    phone: PhoneOption = None,
+    clear_email: Annotated[bool, typer.Option("--clear-email", help="Send them no more email.")] = False,
+    clear_phone: Annotated[bool, typer.Option("--clear-phone", help="Forget their phone number.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Set or clear where the service sends a person messages (managers; audited, never the address itself)."""
+    body: dict[str, str | None] = {}
+    if email is not None or clear_email:
+        body["email"] = None if clear_email else email
+    if phone is not None or clear_phone:
+        body["phone"] = None if clear_phone else phone
+    with Context(get_settings()) as ctx:
+        changed = ctx.put(f"/api/users/{segment(name)}/address", json=body)
+    lines = [f"user {name}: {field} {how}" for field, how in changed["changed"].items()] or [f"user {name}: unchanged"]
+    emit(as_json, changed, lines)
 
 
 @users_app.command("remove")

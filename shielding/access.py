@@ -31,6 +31,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "access log": frozenset({"manager"}),
     # Reading workflow payloads in the Temporal Web UI (its codec endpoint): the operations staff who run it.
     "decode payloads": frozenset({"manager", "operations"}),
+    # Brokering contact with a shielded child: everyone who works with children's records may ask the team
+    # (not operations, who run the service); only managers take a request, see what it hides and close it.
+    "ask contact": frozenset({"practitioner", "intake", "reviewer", "child-protection", "manager"}),
+    "broker contact": frozenset({"manager"}),
 }
 # Roles that check each other's work: one person holds both only with a second manager's approval.
 CHECKING_ROLES = (frozenset({"intake", "reviewer"}), frozenset({"intake", "child-protection"}))
@@ -250,5 +254,6 @@ async def override_view(pool: asyncpg.Pool, actor: str, uid: str, reason: str) -
             request_id=request_id or "",
             subject=messages.override_subject(uid, actor),
             body=messages.override_body(uid, actor),
+            template=store.MessageKind.BREAK_GLASS,
         )
     return record

@@ -149,3 +149,13 @@ def describe(instant: datetime) -> str:
     if local.hour == 0 and local.minute == 0 and local.second == 0:
         return f"the end of {_day(local - timedelta(days=1))}"
     return f"{_day(local)} at {_clock(local)}"
+
+
+def working_days_later(instant: datetime, count: int) -> datetime:
+    """The same London wall-clock time on the `count`th working day after `instant`'s London day (that day never
+    counts): asked on Friday at 10am, two working days later is Tuesday at 10am (Wednesday after a bank-holiday
+    Monday); asked on a Saturday, it is Tuesday too."""
+    _require_aware(instant, "instant")
+    local = instant.astimezone(LONDON)
+    day = add_working_days(local.date(), count)
+    return _localise(datetime.combine(day, local.time().replace(tzinfo=None)))

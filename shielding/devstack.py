@@ -56,6 +56,7 @@ class DevStack:
         self.worker: ManagedProcess | None = None
         self.web: ManagedProcess | None = None
         self.postgres: Any = None
+        self.mail: Any = None
         self.stopping = threading.Event()
         self.env: dict[str, str] = {}
         self.stack: dict[str, Any] = {}
@@ -65,7 +66,8 @@ class DevStack:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for port in (self.settings.dev_temporal_port, self.settings.dev_ui_port, self.settings.dev_web_port):
+        ports = (self.settings.dev_temporal_port, self.settings.dev_ui_port, self.settings.dev_web_port)
+        for port in (*ports, self.settings.dev_smtp_port):
             if not port_free(port):
                 raise ConfigurationError(
                     f"port {port} is in use: is another `shielding dev` or Temporal server running?"
@@ -88,6 +90,8 @@ class DevStack:
         self.env = self._service_env(temporal_address, database_url)
         worker_port, web_port = free_ports(2)
         self.metrics_ports = {"worker": worker_port, "web": web_port}
+        self._start_mail_sink()
+        _say(f"mail: every message the service sends is kept in {self.data_dir / 'mail'} (Maildir)")
         self._start_worker()
         _say("worker: up")
         self._start_web()
@@ -115,6 +119,18 @@ class DevStack:
         self.temporal.start()
         for port in (self.settings.dev_temporal_port, self.settings.dev_ui_port):
             self.temporal.wait_for_port(port, READY_TIMEOUT)
+
+    def _start_mail_sink(self) -> None:
+        """The relay's SMTP server in development (aiosmtpd, in this process): it keeps each message it is sent
+        in `<data_dir>/mail` (Maildir), to read with any mail reader, and sends nothing on."""
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.handlers import Mailbox
+
+        mail_dir = self.data_dir / "mail"
+        for part in ("tmp", "new", "cur"):
+            (mail_dir / part).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.mail = Controller(Mailbox(mail_dir), hostname="127.0.0.1", port=self.settings.dev_smtp_port)
+        self.mail.start()
 
     @property
     def web_url(self) -> str:
@@ -149,6 +165,9 @@ class DevStack:
             "SHIELDING_DATA_DIR": str(self.data_dir),
             "SHIELDING_WEB_HOST": "127.0.0.1",
             "SHIELDING_WEB_PORT": str(self.settings.dev_web_port),
+            # The relay delivers to the local mail sink (no Notify key in development).
+            "SHIELDING_SMTP_HOST": "127.0.0.1",
+            "SHIELDING_SMTP_PORT": str(self.settings.dev_smtp_port),
             # The sandbox compiles the workflow module for every new workflow unless bytecode is cached.
             "PYTHONPYCACHEPREFIX": str(self.data_dir / "pycache"),
         }
@@ -238,6 +257,8 @@ class DevStack:
                 process.stop(grace=15.0)
         if self.postgres is not None:
             self.postgres.stop()
+        if self.mail is not None:
+            self.mail.stop()
         with contextlib.suppress(FileNotFoundError):
             self.settings.stack_file().unlink()
         _say("stopped")

@@ -128,6 +128,10 @@ class AuditAction(StrEnum):
     ROLE_GRANTED = "role-granted"
     ROLE_REMOVED = "role-removed"
     ROLE_APPROVAL_ASKED = "role-approval-asked"
+    # A message of the outbox could not be delivered (shielding.delivery): the plain-words reason, no address.
+    NOTIFICATION_FAILED = "notification-failed"
+    # A staff member's address for messages (email, phone) was set or cleared by a manager (never the value).
+    STAFF_ADDRESS_CHANGED = "staff-address-changed"
     # Someone read Temporal payloads through the Web UI's codec endpoint (who, how many, which requests).
     PAYLOADS_DECODED = "payloads-decoded"
     # The retention job removed the content of a closed request's supporting documents (how many, in details).
@@ -142,6 +146,13 @@ class AuditAction(StrEnum):
     ACCESS_LOG_PRUNED = "access-log-pruned"
     # A user with no request or brokering link viewed a shielded child's record more often in a day than allowed.
     VIEWS_FLAGGED = "views-flagged"
+    # Brokering contact with a shielded child (shielding.brokering): asked, reminded, taken, the hidden details
+    # seen by the manager who took it, closed with its outcome. Under the child and the contact request (CR-...).
+    CONTACT_ASKED = "contact-asked"
+    CONTACT_REMINDER = "contact-reminder"
+    CONTACT_TAKEN = "contact-taken"
+    CONTACT_DETAILS_VIEWED = "contact-details-viewed"
+    CONTACT_CLOSED = "contact-closed"
 
 
 def no_control_chars(value: str) -> str:

@@ -60,6 +60,11 @@ ALLOWED_FIELDS = frozenset(
         "signal",
         "audit_anchor_schedule",
         "retention_schedule",
+        # the outbox relay (shielding.delivery): a message's number, never its address or content
+        "notification_id",
+        "relay_schedule",
+        "digest_schedule",
+        "provider",
         # who acted: a staff account (never a child's or requestor's name; `name` is withheld as ambiguous)
         "actor",
         # what happened
@@ -79,6 +84,8 @@ ALLOWED_FIELDS = frozenset(
         "decoded",
         "requests",
         "sealed",
+        "already",
+        "overdue",
         "entries",
         "anchored_entry",
         "first_broken_entry",

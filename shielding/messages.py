@@ -254,6 +254,35 @@ def override_body(uid: str, actor: str) -> str:
     return f"{actor} used the override to view the hidden details of record {uid}. Please investigate."
 
 
+# ------------------------------------------------------------------------------------------ delivery
+# Why a message could not be delivered (shielding.delivery), shown to managers and audited: plain words that
+# name no address, no recipient and nothing about a child.
+
+DELIVERY_NO_RECIPIENT = "No recipient has an address for messages: nobody was sent it."
+DELIVERY_REFUSED = "The message provider refused a recipient's address as not valid: it was not sent to them."
+DELIVERY_PROVIDER_REFUSED = (
+    "The message provider refused the message (its key, template or settings are wrong): it was not sent."
+)
+DELIVERY_TIMED_OUT = "The message provider could not be reached for 3 days: the message was not delivered."
+SMS_NOT_POSSIBLE = "Text messages cannot be sent here (no GOV.UK Notify): this recipient gave only a phone number."
+
+
+def review_digest_subject(due: int, overdue: int) -> str:
+    return f"Shielding reviews: {overdue} overdue, {due} due"
+
+
+def review_digest_body(due: list[str], overdue: list[str]) -> str:
+    """Counts and request ids only: the reviewers open each request in the service."""
+
+    def listed(ids: list[str]) -> str:
+        return ", ".join(ids) if ids else "none"
+
+    return (
+        f"Reviews overdue ({len(overdue)}): {listed(overdue)}. Reviews due ({len(due)}): {listed(due)}. "
+        "Every record stays shielded until a reviewer decides."
+    )
+
+
 # ------------------------------------------------------------------------------------ signed actions
 # Refusals of actions the shielding service did not sign (shielding.action_auth). They name nothing the sender
 # chose (no id, actor or key id), so a forged message cannot make the refusal carry text of its own.
@@ -415,3 +444,114 @@ def views_flagged_body(uid: str, actor: str, views: int, limit: int) -> str:
 
 def access_log_pruned(removed: int, days: int) -> str:
     return f"{removed} access log entries older than {days} days removed (retention)"
+
+
+# ------------------------------------------------------------------------------- brokering contact
+# Messages about a contact request carry its id, its urgency, a reminder's number and an outcome: never the
+# child's name or details, the purpose, or the asker's contact details.
+
+
+def contact_asked_subject(contact_request_id: str, urgency: str) -> str:
+    return f"Contact request {contact_request_id} ({urgency}): a shielded child"
+
+
+def contact_asked_body(contact_request_id: str, urgency: str) -> str:
+    return (
+        f"A member of staff has asked the team to broker contact with a shielded child: contact request "
+        f"{contact_request_id} ({urgency}). A manager should take it: shielding contact take {contact_request_id}"
+    )
+
+
+def contact_asked_audit(urgency: str) -> str:
+    return f"contact with a shielded child asked for ({urgency}); the purpose is kept with the contact request"
+
+
+def contact_reminder_subject(contact_request_id: str, urgency: str, number: int) -> str:
+    escalated = "ESCALATED " if number > 1 else ""
+    return f"{escalated}Reminder {number}: contact request {contact_request_id} ({urgency}) is waiting for a manager"
+
+
+def contact_reminder_body(contact_request_id: str, urgency: str, number: int, waited: str) -> str:
+    return (
+        f"Contact request {contact_request_id} ({urgency}) has waited {waited} without a manager taking it "
+        f"(reminder {number}). It stays open until a manager takes it: shielding contact take {contact_request_id}"
+    )
+
+
+def contact_reminder_audit(urgency: str, number: int) -> str:
+    return f"reminder {number} to the managers: {urgency} contact request not yet taken"
+
+
+def contact_waited(urgency: str, number: int) -> str:
+    if urgency == "urgent":
+        return f"{number} hour{'s' if number != 1 else ''}"
+    return f"{2 * number} working days"
+
+
+CONTACT_TAKEN_AUDIT = "contact request taken; the manager who took it may see the record's hidden details"
+CONTACT_DETAILS_VIEWED_AUDIT = "hidden details seen to broker contact"
+
+
+def contact_closed_audit(outcome: str, reason: str) -> str:
+    return f"contact request closed: {outcome}, because {reason}"
+
+
+def contact_outcome_subject(contact_request_id: str) -> str:
+    return f"Your contact request {contact_request_id}"
+
+
+def contact_outcome_body(contact_request_id: str, outcome: str) -> str:
+    if outcome == "passed-on":
+        told = "A manager has passed your details on; the family or the service working with them will contact you."
+    else:
+        told = "A manager has decided not to pass your request on. Call the Integrated Working Team to discuss it."
+    return f"Contact request {contact_request_id}: {told}"
+
+
+def contact_outcome_for_asker(outcome: str | None, taken: bool) -> str:
+    """What the person who asked is told of their request (never who the manager reached, nor how)."""
+    if outcome == "passed-on":
+        return "A manager has passed your details on; the family or the service working with them will contact you."
+    if outcome == "declined":
+        return "A manager has decided not to pass your request on. Call the Integrated Working Team to discuss it."
+    if taken:
+        return "A manager has taken your request and is arranging contact."
+    return "Your request is waiting for a manager to take it."
+
+
+def contact_not_shielded(uid: str) -> str:
+    return f"Record {uid} is not shielded: its record shows how to reach the child, so there is nothing to broker."
+
+
+def contact_not_found(contact_request_id: str) -> str:
+    return f"There is no contact request {contact_request_id}."
+
+
+def contact_already_taken(contact_request_id: str, taken_by: str) -> str:
+    return f"Contact request {contact_request_id} has already been taken by {taken_by}."
+
+
+def contact_already_closed(contact_request_id: str) -> str:
+    return f"Contact request {contact_request_id} is already closed."
+
+
+def contact_not_taken(contact_request_id: str) -> str:
+    return f"Contact request {contact_request_id} has not been taken yet: take it first, then close it."
+
+
+def contact_own_request(actor: str, contact_request_id: str) -> str:
+    return f"{actor!r} asked for contact request {contact_request_id} and so cannot take it; another manager must"
+
+
+def contact_not_taker(actor: str, contact_request_id: str, taken_by: str) -> str:
+    return (
+        f"{actor!r} did not take contact request {contact_request_id}; only {taken_by}, who took it, can see its "
+        "details or close it"
+    )
+
+
+def contact_not_yours(actor: str, contact_request_id: str) -> str:
+    return (
+        f"{actor!r} did not ask for contact request {contact_request_id}; only the person who asked, and managers, "
+        "can see it"
+    )

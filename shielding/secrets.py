@@ -34,6 +34,7 @@ SECRET_SETTINGS: dict[str, str] = {
     "oidc_client_secret": "SHIELDING_OIDC_CLIENT_SECRET",
     "service_db_password": "SHIELDING_SERVICE_DB_PASSWORD",
     "database_password": "SHIELDING_DATABASE_PASSWORD",
+    "notify_api_key": "SHIELDING_NOTIFY_API_KEY",
 }
 SECRET_MODE = 0o600
 

@@ -99,6 +99,22 @@ class Settings(BaseSettings):
     # Views in a day of one shielded child's record, by someone with no request or brokering link to the child,
     # after which the managers are told (a flag, not a block).
     shielded_views_per_day: int = 3
+    # Delivering the outbox (shielding.delivery): how often the relay's Temporal Schedule looks for new messages,
+    # and the first wait before a failed delivery is tried again (doubling, to 10 minutes; given up after 3 days).
+    notification_relay_seconds: float = 30.0
+    notification_retry_seconds: float = 5.0
+    # GOV.UK Notify (production): the API key (a secret), its base URL, and the template id of each message kind
+    # as JSON {"kind": "template-id"}, with a "generic" entry for every kind not named. Unset key: SMTP below.
+    notify_api_key: str | None = None
+    notify_base_url: str = "https://api.notifications.service.gov.uk"
+    notify_templates: str | None = None
+    # SMTP (development, and where there is no Notify): email only, no SMS. `shielding dev` runs a local sink.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_from: str = "shielding@localhost"
+    dev_smtp_port: int = 8025
+    # The daily digest to reviewers of the reviews due and overdue (Europe/London).
+    review_digest_hour: int = 8
     # The password of DATABASE_URL's user when the URL has none (production: from a file, below).
     database_password: str | None = None
     # Every secret can be read from a file (Docker secrets): SHIELDING_<NAME>_FILE, e.g. /run/secrets/<name>.
@@ -110,6 +126,7 @@ class Settings(BaseSettings):
     oidc_client_secret_file: Path | None = None
     service_db_password_file: Path | None = None
     database_password_file: Path | None = None
+    notify_api_key_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(

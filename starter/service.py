@@ -53,6 +53,7 @@ from shielding.log import get_logger
 from shielding.steps import FormDocuments
 from shielding.store.directory import record_related_decisions, related_records
 from shielding.temporal import STAGE_ATTRIBUTE
+from starter.brokering import ContactBrokering
 from starter.documents import Document, check_document, read_documents
 from starter.errors import IntakeTimeout, Refusal
 from starter.validation import IntakeDraft, decide_related, validate_intake, with_added_related
@@ -111,8 +112,9 @@ def _closed_or_unreachable(request_id: str, err: RPCError) -> Refusal:
     return Refusal(f"The workflow service could not be reached for request {request_id}; try again shortly.")
 
 
-class ShieldingService:
-    """What intake officers and reviewers do, over a Temporal client and the store (both injected).
+class ShieldingService(ContactBrokering):
+    """What intake officers and reviewers do, over a Temporal client and the store (both injected); and brokering
+    contact with a shielded child (`starter.brokering.ContactBrokering`).
 
     It is the only legitimate sender of intakes and staff actions: each one is signed with the first of
     `action_keys` (shielding.action_auth), which the worker holds too and Temporal never sees.

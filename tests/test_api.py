@@ -267,6 +267,70 @@ def _remove_user(w: World, who: Staff, allowed: bool) -> Call:
     return Call(answer, 200, removed, kept)
 
 
+def _messages(w: World, who: Staff, allowed: bool) -> Call:
+    # The outbox (more in tests/test_relay.py): the shared request's messages, if any, with their status.
+    answer = who.http.get("/api/messages", params={"request": w.shared_request})
+    return Call(answer, 200, lambda r: _assert(isinstance(r.json()["messages"], list), r))
+
+
+def _set_address(w: World, who: Staff, allowed: bool) -> Call:
+    name = unique("addressed")
+    body = {"name": name, "role": "practitioner", "password": password_for(name)}
+    created = w.boss.http.post("/api/users", json=body)
+    assert created.status_code == 201, created.text
+    answer = who.http.put(f"/api/users/{name}/address", json={"email": f"{name}@council.example"})
+
+    def unchanged(r: httpx.Response) -> None:
+        again = w.boss.http.put(f"/api/users/{name}/address", json={"email": f"{name}@council.example"})
+        assert again.json()["changed"] == {"email": "set"}, f"a refused caller set {name}'s address"
+
+    return Call(answer, 200, lambda r: _assert(r.json()["changed"] == {"email": "set"}, r), unchanged)
+
+
+CONTACT_ASK = {"purpose": "School nurse needs to reach the mother", "urgency": "routine", "email": "n@school.example"}
+
+
+def _asked(w: World, by: Staff) -> str:
+    """A contact request for the shared (shielded) child, asked for by `by`."""
+    answer = by.http.post(f"/api/children/{w.shared_child.uid}/contact-requests", json=CONTACT_ASK)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["contact_request_id"])
+
+
+def _ask_contact(w: World, who: Staff, allowed: bool) -> Call:
+    # Brokering contact (more in tests/test_brokering.py).
+    answer = who.http.post(f"/api/children/{w.shared_child.uid}/contact-requests", json=CONTACT_ASK)
+    return Call(answer, 201, lambda r: _assert(r.json()["status"] == "waiting", r))
+
+
+def _contact_requests(w: World, who: Staff, allowed: bool) -> Call:
+    answer = who.http.get("/api/contact-requests")
+    return Call(answer, 200, lambda r: _assert(isinstance(r.json()["contact_requests"], list), r))
+
+
+def _contact_request(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, who if allowed else w.team["practitioner"])
+    answer = who.http.get(f"/api/contact-requests/{contact_request_id}")
+    return Call(answer, 200, lambda r: _assert(r.json()["contact_request_id"] == contact_request_id, r))
+
+
+def _take_contact(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, w.team["practitioner"])
+    answer = who.http.post(f"/api/contact-requests/{contact_request_id}/take")
+    return Call(answer, 200, lambda r: _assert(r.json()["hidden"]["address"] is not None, r))
+
+
+def _close_contact(w: World, who: Staff, allowed: bool) -> Call:
+    contact_request_id = _asked(w, w.team["practitioner"])
+    taker = who if allowed else w.team["manager"]
+    taken = taker.http.post(f"/api/contact-requests/{contact_request_id}/take")
+    assert taken.status_code == 200, taken.text
+    answer = who.http.post(
+        f"/api/contact-requests/{contact_request_id}/close", json={"outcome": "passed-on", "reason": "Rang them"}
+    )
+    return Call(answer, 200, lambda r: _assert(r.json()["status"] == "closed", r))
+
+
 def _me(w: World, who: Staff, allowed: bool) -> Call:
     answer = who.http.get("/api/auth/me")
     return Call(answer, 200, lambda r: _assert(r.json()["name"] == who.name, r))
@@ -302,7 +366,14 @@ ROUTES = [
     Route("GET /api/users", _list_users, "users"),
     Route("POST /api/users", _add_user, "users"),
     Route("DELETE /api/users/{name}", _remove_user, "users"),
+    Route("PUT /api/users/{name}/address", _set_address, "users"),
+    Route("GET /api/messages", _messages, "users"),
     Route("POST /codec/decode", _decode, "decode payloads"),
+    Route("POST /api/children/{uid}/contact-requests", _ask_contact, "ask contact", "child"),
+    Route("GET /api/contact-requests", _contact_requests, "ask contact"),
+    Route("GET /api/contact-requests/{id}", _contact_request, "ask contact"),
+    Route("POST /api/contact-requests/{id}/take", _take_contact, "broker contact"),
+    Route("POST /api/contact-requests/{id}/close", _close_contact, "broker contact"),
     Route("GET /api/auth/me", _me, None),
 ]
 

@@ -395,8 +395,13 @@ async def test_a_shielded_child_is_found_by_identity_only_and_no_hidden_detail_r
             f"Date of birth: 23 November 2011 Gender: Female Record number: {child.uid} "
             f"! Warning {SHIELDED_MESSAGE} "
             f"The Integrated Working Team: call 020 7641 1899 (during normal office hours). "
-            f"Give them the record number {child.uid}."
-        ), "a shielded record shows the identity and the message only"
+            f"Give them the record number {child.uid}. "
+            "Or ask the team to contact the child’s family, or the service working with them, for you: "
+            "Ask the team to broker contact."
+        ), "a shielded record shows the identity, the message and the way to ask for contact only"
+        await expect(page.get_by_role("link", name="Ask the team to broker contact")).to_have_attribute(
+            "href", f"/children/{child.uid}/contact"
+        )
         await check_accessibility(page)
         await save_screenshot(page, "child-record-shielded")
 

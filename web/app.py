@@ -29,7 +29,7 @@ from web.deps import Parts
 from web.errors import SECURITY_HEADERS, install_error_handlers
 from web.oidc import oidc_client
 from web.pages import install_pages
-from web.routes import access_log, audit, auth, codec, directory, health, oidc, requests, users
+from web.routes import access_log, audit, auth, codec, contact, directory, health, messages, oidc, requests, users
 from web.schemas import Problem
 
 # What every route may answer besides success: one sentence (`web.errors`), declared so the OpenAPI document
@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(SecurityHeaders)
 
-    for module in (auth, requests, directory, audit, access_log, users, health):
+    for module in (auth, requests, directory, contact, audit, access_log, users, messages, health):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     app.include_router(oidc.router, responses=PROBLEM_RESPONSES)
     # The Temporal Web UI's codec endpoint: answers in the remote codec protocol, with CORS for the UI.

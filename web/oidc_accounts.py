@@ -15,7 +15,7 @@ import asyncpg
 from shielding import access, store
 from shielding.domain import AuditAction
 from shielding.log import get_logger
-from shielding.store import accounts
+from shielding.store import accounts, outbox
 from starter.identity import IdentityService, IssuedSession, SignInFailed
 from web.oidc import ACCOUNT_NAME, SSO_ACTOR, OidcClient, VerifiedIdentity
 
@@ -27,6 +27,7 @@ async def sign_in(
 ) -> IssuedSession:
     """A new session for the account linked to the subject, after the group claim's roles are applied."""
     await apply_group_roles(pool, oidc, who)
+    await fill_email(pool, who)
     return await identity.sign_in_with_subject(
         who.subject, kind=kind, group_roles=set(), authenticated_at=who.auth_time
     )
@@ -35,6 +36,7 @@ async def sign_in(
 async def linked_account(pool: asyncpg.Pool, oidc: OidcClient, who: VerifiedIdentity) -> str:
     """The (enabled) account linked to the subject, after the group claim's roles are applied; refused if none."""
     await apply_group_roles(pool, oidc, who)
+    await fill_email(pool, who)
     account = await accounts.account_by_subject(pool, who.subject)
     if account is None or account.disabled:
         await audit_sign_in(pool, AuditAction.SIGN_IN_FAILED, SSO_ACTOR, "no account is linked to this subject")
@@ -81,6 +83,19 @@ async def apply_group_roles(pool: asyncpg.Pool, oidc: OidcClient, who: VerifiedI
                     await access.remove_role(conn, name, row["role"], by=SSO_ACTOR)
             except (access.AccessDenied, access.InvalidChange) as err:
                 log.warning("oidc role kept", actor=name, role=row["role"], reason=type(err).__name__)
+
+
+async def fill_email(pool: asyncpg.Pool, who: VerifiedIdentity) -> None:
+    """The token's email claim becomes the account's address for messages (shielding.delivery) when it has none
+    yet: a manager's choice stands. Audited as a change by single sign-on (never the address)."""
+    if not who.email or outbox.channel_of(who.email) != outbox.Channel.EMAIL or len(who.email) > 254:
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT name FROM accounts WHERE oidc_subject = $1 AND email IS NULL AND disabled_at IS NULL", who.subject
+        )
+        if row is not None:
+            await outbox.set_staff_address(conn, str(row["name"]), by=SSO_ACTOR, email=who.email)
 
 
 async def _free_account_name(conn: asyncpg.Connection, who: VerifiedIdentity) -> str:

@@ -93,6 +93,25 @@ class NewUser(Body):
     oidc_subject: str | None = Field(default=None, max_length=255)
 
 
+class StaffAddress(Body):
+    """A staff member's address for messages (shielding.delivery); a field left out stays as it is, null clears it."""
+
+    email: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True,
+                max_length=254,
+                pattern=r"^[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+$",
+            ),
+        ]
+        | None
+    ) = None
+    phone: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^\+?[0-9 ()-]{6,32}$")] | None
+    ) = None
+
+
 class DeviceStart(BaseModel):
     handle: str
     user_code: str
@@ -104,3 +123,19 @@ class DeviceStart(BaseModel):
 
 class DevicePoll(Body):
     handle: str = Field(max_length=200)
+
+
+class ContactAsk(Body):
+    """Asking the team to broker contact with a shielded child: why, how soon, and how to reach the asker."""
+
+    purpose: Reason = Field(description="Why contact is needed (kept with the request; never in a message)")
+    urgency: Literal["urgent", "routine"] = Field(
+        description="urgent: reminded each hour; routine: every 2 working days"
+    )
+    email: str | None = Field(default=None, max_length=254, description="Where to tell you the outcome")
+    phone: str | None = Field(default=None, max_length=40, description="Where to tell you the outcome")
+
+
+class ContactClose(Body):
+    outcome: Literal["passed-on", "declined"]
+    reason: Reason

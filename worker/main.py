@@ -14,20 +14,26 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.access_log_retention import AccessLogRetentionActivities
 from activities.audit_anchor import AuditAnchorActivities
+from activities.brokering import BrokeringActivities
 from activities.document_retention import DocumentRetentionActivities
+from activities.notifications import NotificationActivities
 from activities.shielding import ShieldingActivities
 from shielding import metrics, store
 from shielding.action_auth import action_keys_from_settings, configure_action_keys
 from shielding.audit_signing import configure_audit_signing
+from shielding.delivery import sender_from_settings
 from shielding.log import configure_logging, get_logger
 from shielding.settings import ConfigurationError, Settings, get_settings
 from shielding.store.documents import DocumentKeys, configure_document_keys
 from shielding.temporal import connect
 from worker.audit_schedule import ensure_anchor_schedule
+from worker.notification_schedules import ensure_relay_schedules
 from worker.retention_schedule import ensure_access_log_retention_schedule, ensure_retention_schedule
 from workflows.access_log_retention import AccessLogRetentionWorkflow
 from workflows.audit_anchor import AnchorAuditWorkflow
+from workflows.contact_brokering import ContactBrokeringWorkflow
 from workflows.document_retention import DocumentRetentionWorkflow
+from workflows.notifications import NotificationDeliveryWorkflow, NotificationDispatchWorkflow, ReviewDigestWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 log = get_logger(__name__)
@@ -49,6 +55,8 @@ def build_worker(
     audit_anchor: AuditAnchorActivities | None = None,
     document_retention: DocumentRetentionActivities | None = None,
     access_log_retention: AccessLogRetentionActivities | None = None,
+    notifications: NotificationActivities | None = None,
+    brokering: BrokeringActivities | None = None,
     **overrides: object,
 ) -> Worker:
     # The keys every staff action and intake is checked with (workflow code reads them; it reads no settings).
@@ -73,6 +81,13 @@ def build_worker(
     if access_log_retention is not None:  # the nightly removal of access log entries past their retention
         workflows.append(AccessLogRetentionWorkflow)
         registered = [*registered, *access_log_retention.all()]
+    if notifications is not None:  # the outbox relay and the reviewers' digest (run_worker; tests that test it)
+        notifications.with_client(client, settings.task_queue)
+        workflows += [NotificationDispatchWorkflow, NotificationDeliveryWorkflow, ReviewDigestWorkflow]
+        registered = [*registered, *notifications.all()]
+    if brokering is not None:  # brokering contact with a shielded child (run_worker; tests that test it)
+        workflows.append(ContactBrokeringWorkflow)
+        registered = [*registered, *brokering.all()]
     options: dict[str, object] = {
         "task_queue": settings.task_queue,
         "workflows": workflows,
@@ -96,6 +111,9 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
     client = await connect(settings)
     async with store.pool_for(settings.resolved_database_url(), max_size=10) as pool:
         retention = DocumentRetentionActivities(pool, timedelta(days=settings.document_retention_days))
+        relay = NotificationActivities(
+            pool, sender_from_settings(settings), retry_seconds=settings.notification_retry_seconds
+        )
         worker = build_worker(
             client,
             ShieldingActivities(pool),
@@ -103,16 +121,21 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
             audit_anchor=AuditAnchorActivities(pool),
             document_retention=retention,
             access_log_retention=AccessLogRetentionActivities(pool, timedelta(days=settings.access_log_retention_days)),
+            notifications=relay,
+            brokering=BrokeringActivities(pool),
         )
         async with worker:
             schedule_id = await ensure_anchor_schedule(client, settings)
             retention_schedule = await ensure_retention_schedule(client, settings)
             await ensure_access_log_retention_schedule(client, settings)
+            relay_schedule, digest_schedule = await ensure_relay_schedules(client, settings)
             log.info(
                 "worker started",
                 task_queue=settings.task_queue,
                 audit_anchor_schedule=schedule_id,
                 retention_schedule=retention_schedule,
+                relay_schedule=relay_schedule,
+                digest_schedule=digest_schedule,
             )
             await stop.wait()
             log.info("worker stopping")

@@ -8,6 +8,7 @@ public surface; callers write `store.shield_request(...)`.
 
 from shielding.store.audit import (
     ChainVerdict,
+    MessageKind,
     RecipientKind,
     append_audit,
     audit_entries,
@@ -48,6 +49,7 @@ __all__ = [
     "ChildSearch",
     "ClosedRequest",
     "ImportResult",
+    "MessageKind",
     "RecipientKind",
     "accept_form",
     "append_audit",

@@ -40,6 +40,22 @@ class RecipientKind(StrEnum):
     REQUESTOR = "requestor"
     REVIEWERS = "reviewers"
     MANAGERS = "managers"
+    # A practitioner's own address (email or phone) that they gave: the recipient column holds it.
+    PRACTITIONER = "practitioner"
+
+
+class MessageKind(StrEnum):
+    """What a queued message is about: its Notify template (`SHIELDING_NOTIFY_TEMPLATES`), `generic` otherwise."""
+
+    GENERIC = "generic"
+    LAPSE = "lapse"
+    FORM_RECEIPT = "form-receipt"
+    REVIEW_DUE = "review-due"
+    REVIEW_REMINDER = "review-reminder"
+    DUPLICATE_RECORD = "duplicate-record"
+    SHARED_DETAILS = "shared-details"
+    BREAK_GLASS = "break-glass"
+    REVIEW_DIGEST = "review-digest"
 
 
 async def append_audit(
@@ -170,25 +186,49 @@ async def record_refusal(
 
 
 async def notify(
-    conn: asyncpg.Connection, *, recipient_kind: str, recipient: str, request_id: str, subject: str, body: str
-) -> None:
-    await conn.execute(
-        """INSERT INTO notifications (recipient_kind, recipient, request_id, subject, body)
-           VALUES ($1, $2, $3, $4, $5)""",
-        recipient_kind,
-        recipient,
-        request_id,
-        subject,
-        body,
+    conn: asyncpg.Connection,
+    *,
+    recipient_kind: str,
+    recipient: str,
+    request_id: str,
+    subject: str,
+    body: str,
+    template: str = "generic",
+) -> int:
+    """Queue one message in the caller's transaction; the relay (shielding.delivery) sends it. `template`: the
+    message's kind (a Notify template each, `SHIELDING_NOTIFY_TEMPLATES`). Returns its notification id."""
+    return int(
+        await conn.fetchval(
+            """INSERT INTO notifications (recipient_kind, recipient, request_id, subject, body, template)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING notification_id""",
+            recipient_kind,
+            recipient,
+            request_id,
+            subject,
+            body,
+            template,
+        )
     )
 
 
-async def notify_reviewers(conn: asyncpg.Connection, request_id: str, subject: str, body: str) -> None:
+async def notify_reviewers(
+    conn: asyncpg.Connection, request_id: str, subject: str, body: str, *, template: str = "generic"
+) -> None:
     group = RecipientKind.REVIEWERS.value
-    await notify(conn, recipient_kind=group, recipient=group, request_id=request_id, subject=subject, body=body)
+    await notify(
+        conn,
+        recipient_kind=group,
+        recipient=group,
+        request_id=request_id,
+        subject=subject,
+        body=body,
+        template=template,
+    )
 
 
-async def notify_requestor(conn: asyncpg.Connection, request_id: str, subject: str, body: str) -> None:
+async def notify_requestor(
+    conn: asyncpg.Connection, request_id: str, subject: str, body: str, *, template: str = "generic"
+) -> None:
     """Queue a message to the requestor's own contact: the address is the envelope, never the content."""
     requestor = await conn.fetchval("SELECT requestor FROM shielding_requests WHERE request_id = $1", request_id)
     contact = (requestor or {}).get("email") or (requestor or {}).get("phone") or "unknown"
@@ -199,6 +239,7 @@ async def notify_requestor(conn: asyncpg.Connection, request_id: str, subject: s
         request_id=request_id,
         subject=subject,
         body=body,
+        template=template,
     )
 
 

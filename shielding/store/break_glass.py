@@ -34,7 +34,7 @@ async def manager_alerts(pool: asyncpg.Pool, *, limit: int = ALERTS_SHOWN) -> tu
     rows = await pool.fetch(
         """SELECT notification_id, created_at, nullif(request_id, '') AS request_id, subject, body,
                   count(*) OVER () AS total
-           FROM notifications WHERE recipient_kind = $1
+           FROM notifications WHERE recipient_kind = $1 AND contact_request_id IS NULL
            ORDER BY notification_id DESC LIMIT $2""",
         RecipientKind.MANAGERS.value,
         limit,

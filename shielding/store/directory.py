@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from shielding import messages
 from shielding.domain import AuditAction, ChildRecord
-from shielding.store.audit import RecipientKind, append_audit, notify
+from shielding.store.audit import MessageKind, RecipientKind, append_audit, notify
 from shielding.store.db import jsonable, jsonable_row, once
 
 PRACTITIONER_FIELDS = ("uid", "given_name", "family_name", "aliases", "gender", "date_of_birth", "shielded")
@@ -200,6 +200,7 @@ async def _link_duplicate_record(conn: asyncpg.Connection, uid: str, request_id:
         request_id=request_id,
         subject=messages.duplicate_record_subject(request_id),
         body=messages.duplicate_record_body(uid, request_id),
+        template=MessageKind.DUPLICATE_RECORD,
     )
 
 
@@ -253,6 +254,7 @@ async def _flag_shared_details(conn: asyncpg.Connection, before: dict[str, set[s
             request_id=request_id,
             subject=messages.shared_details_subject(request_id),
             body=messages.shared_details_body(uid, request_id),
+            template=MessageKind.SHARED_DETAILS,
         )
 
 

@@ -12,7 +12,7 @@ import asyncpg
 from shielding import messages
 from shielding.domain import AuditAction, ChildOutcome, ShieldingRequestInput, Stage
 from shielding.steps import AuditedStep, LiftShield, RequestorMessage, ShieldChildren, ShieldResult, StepResult
-from shielding.store.audit import append_audit, notify_requestor, notify_reviewers
+from shielding.store.audit import MessageKind, append_audit, notify_requestor, notify_reviewers
 from shielding.store.db import once
 
 # The actor of the audit entry refusing an intake the service did not sign: whoever sent it is unknown.
@@ -206,10 +206,15 @@ async def lift_shield(pool: asyncpg.Pool, lift: LiftShield, operation_key: str) 
             )
         if lift.notify_requestor:
             subject = messages.requestor_subject(lift.request_id)
-            await notify_requestor(conn, lift.request_id, subject, lift.notify_requestor)
+            kind = MessageKind.LAPSE if lift.action == AuditAction.LAPSED else MessageKind.GENERIC
+            await notify_requestor(conn, lift.request_id, subject, lift.notify_requestor, template=kind)
         return StepResult(children=uids, at=at)
 
     return await once(pool, operation_key, StepResult, operation)
+
+
+# The kind of message (its Notify template) each audited step sends its reviewers.
+_STEP_MESSAGES = {AuditAction.REVIEW_DUE: MessageKind.REVIEW_DUE, AuditAction.REMINDER: MessageKind.REVIEW_REMINDER}
 
 
 async def record_step(pool: asyncpg.Pool, step: AuditedStep, operation_key: str) -> StepResult:
@@ -229,7 +234,10 @@ async def record_step(pool: asyncpg.Pool, step: AuditedStep, operation_key: str)
             details=step.details,
         )
         if step.reviewer_subject is not None:
-            await notify_reviewers(conn, step.request_id, step.reviewer_subject, step.reviewer_body or "")
+            kind = _STEP_MESSAGES.get(step.action, MessageKind.GENERIC)
+            await notify_reviewers(
+                conn, step.request_id, step.reviewer_subject, step.reviewer_body or "", template=kind
+            )
         return StepResult(at=await conn.fetchval("SELECT now()"))
 
     return await once(pool, operation_key, StepResult, operation)
@@ -239,7 +247,10 @@ async def send_requestor_message(pool: asyncpg.Pool, message: RequestorMessage, 
     """Queue a message to the requestor's contact (never any child detail: the body is written by the caller)."""
 
     async def operation(conn: asyncpg.Connection) -> StepResult:
-        await notify_requestor(conn, message.request_id, message.subject, message.body)
+        # The one message a workflow sends its requestor directly: the receipt of the written form.
+        await notify_requestor(
+            conn, message.request_id, message.subject, message.body, template=MessageKind.FORM_RECEIPT
+        )
         return StepResult()
 
     return await once(pool, operation_key, StepResult, operation)

@@ -48,6 +48,10 @@ _FOREIGN_SETTINGS = (
     "SHIELDING_DEV_TEMPORAL_PORT",
     "SHIELDING_DEV_UI_PORT",
     "SHIELDING_DEV_WEB_PORT",
+    "SHIELDING_DEV_SMTP_PORT",
+    "SHIELDING_SMTP_HOST",
+    "SHIELDING_SMTP_PORT",
+    "SHIELDING_NOTIFY_API_KEY",
     "SHIELDING_WEB_PORT",
     "SHIELDING_API_URL",
     "SHIELDING_CREDENTIALS",
@@ -126,7 +130,7 @@ class DevStack:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.temporal_port, self.ui_port, self.web_port = free_ports(3)
+        self.temporal_port, self.ui_port, self.web_port, self.smtp_port = free_ports(4)
         self.process: subprocess.Popen[bytes] | None = None
         self._runs = 0
         self.credentials_dir = data_dir.with_name(f"{data_dir.name}.credentials")
@@ -163,7 +167,7 @@ class DevStack:
             self._terminate()
             if not port_taken or attempt == 2:
                 raise AssertionError(f"`shielding dev` did not become ready\n{self.describe()}")
-            self.temporal_port, self.ui_port, self.web_port = free_ports(3)
+            self.temporal_port, self.ui_port, self.web_port, self.smtp_port = free_ports(4)
             # Sessions are kept for the service's address: on a new port everyone signs in again.
             shutil.rmtree(self.credentials_dir, ignore_errors=True)
 
@@ -175,6 +179,7 @@ class DevStack:
             SHIELDING_DEV_TEMPORAL_PORT=str(self.temporal_port),
             SHIELDING_DEV_UI_PORT=str(self.ui_port),
             SHIELDING_DEV_WEB_PORT=str(self.web_port),
+            SHIELDING_DEV_SMTP_PORT=str(self.smtp_port),
         )
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(

@@ -18,7 +18,20 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException
 
-from web.pages import access_log, audit_log, break_glass, children, intake, managers, requests, reviews, sign_in, start
+from web.pages import (
+    access_log,
+    audit_log,
+    break_glass,
+    children,
+    contact,
+    intake,
+    managers,
+    messages,
+    requests,
+    reviews,
+    sign_in,
+    start,
+)
 from web.pages.routing import page_not_found
 from web.pages.static import mount_assets
 
@@ -30,7 +43,9 @@ PAGE_ROUTERS = (
     requests.router,
     reviews.router,
     break_glass.router,
+    contact.router,
     managers.router,
+    messages.router,
     audit_log.router,
     access_log.router,
 )

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Query, Request, Response
 
 from shielding import store
+from shielding.brokering import CONTACT_REQUEST_ID_PATTERN
 from shielding.domain import REQUEST_ID_PATTERN, UID_PATTERN, AuditAction
 from shielding.store import access_log
 from shielding.store.access_log import AccessKind
@@ -54,13 +55,18 @@ ACTION_LABELS = {
     AuditAction.ROLE_REMOVED: "Role removed",
     AuditAction.PAYLOADS_DECODED: "Workflow data read in the Temporal Web UI",
     AuditAction.DOCUMENTS_REMOVED: "Supporting documents removed (retention)",
+    AuditAction.CONTACT_ASKED: "Contact asked for (brokering)",
+    AuditAction.CONTACT_REMINDER: "Reminder: contact request not taken",
+    AuditAction.CONTACT_TAKEN: "Contact request taken",
+    AuditAction.CONTACT_DETAILS_VIEWED: "Brokering: withheld details seen",
+    AuditAction.CONTACT_CLOSED: "Contact request closed",
 }
 BY_REQUEST, BY_CHILD = "request", "child"
 
 
 def _entry(row: dict[str, Any]) -> dict[str, Any]:
     try:
-        label = ACTION_LABELS[AuditAction(row["action"])]
+        label = ACTION_LABELS.get(AuditAction(row["action"]), str(row["action"]))
     except ValueError:
         label = str(row["action"])
     return {
@@ -81,7 +87,7 @@ def _search(request_id: str | None, child: str | None) -> tuple[str, str, Proble
         wanted = request_id.strip().upper()
         if not wanted:
             problems.add("request", "Enter a request id")
-        elif not REQUEST_ID_PATTERN.fullmatch(wanted):
+        elif not (REQUEST_ID_PATTERN.fullmatch(wanted) or CONTACT_REQUEST_ID_PATTERN.fullmatch(wanted)):
             problems.add(
                 "request", "Enter a request id in the form SR- then 12 letters or numbers, like SR-CA2KWYSUB552"
             )

@@ -397,4 +397,7 @@ async def child_record(request: Request, uid: str, p: PartsDep, session: Annotat
         team_hours=TEAM_HOURS,
         break_glass_href=f"{SEARCH_PATH}/{child.uid}/break-glass" if child.shielded and may_break_glass else None,
         access_href=f"{SEARCH_PATH}/{child.uid}/access" if session.roles & PERMISSIONS["access log"] else None,
+        contact_href=f"{SEARCH_PATH}/{child.uid}/contact"
+        if child.shielded and session.roles & PERMISSIONS["ask contact"]
+        else None,
     )

@@ -64,6 +64,14 @@ TASKS: tuple[Task, ...] = (
         "Search the child directory. A shielded record shows only the child's names, gender and date of birth.",
     ),
     Task(
+        "broker contact",
+        "Broker contact with shielded children",
+        "Contact requests",
+        "/contact-requests",
+        "Take a request from staff to contact a shielded child's family, see what the record withholds, and record "
+        "the outcome.",
+    ),
+    Task(
         "audit",
         "Check the audit log",
         "Audit",
@@ -101,6 +109,8 @@ ACTION_TEXT: dict[str, str] = {
     "override": "see the withheld details of a shielded record",
     "users": "manage staff accounts",
     "decode payloads": "read workflow data in the Temporal Web UI",
+    "ask contact": "ask the team to broker contact with a shielded child",
+    "broker contact": "broker contact with shielded children",
 }
 
 
