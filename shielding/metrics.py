@@ -116,7 +116,11 @@ async def refresh_gauges(pool: asyncpg.Pool, every_seconds: float) -> None:
 
     while True:
         try:
-            queue_levels(await queue_counts(pool))
+            counts: dict[str, Any] = dict(await queue_counts(pool))
+            counts["notifications_failed"] = await pool.fetchval(
+                "SELECT count(*) FROM notifications WHERE failed_at IS NOT NULL"
+            )
+            queue_levels(counts)
         except (OSError, asyncpg.PostgresError) as err:
             log.warning("queue gauges not refreshed", error=type(err).__name__)
         await asyncio.sleep(every_seconds)

@@ -6,7 +6,7 @@ README's operations section prints each one (`README_QUERIES` in tests/test_oper
 they match), and the test runs each against a dev server holding a request in every state.
 
 Times are literal in a query (Temporal has no `now()`): `{now}` is the moment you run it, `{a_day_ago}` and
-`{a_minute_ago}` that much before, `{in_two_days}` that much after, each as `2026-12-02T16:00:00Z`.
+`{a_minute_ago}` and `{an_hour_ago}` that much before, `{in_two_days}` that much after, each as `2026-12-02T16:00:00Z`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class OperationsQuery:
             now=stamp(now),
             a_day_ago=stamp(now - timedelta(days=1)),
             a_minute_ago=stamp(now - timedelta(minutes=1)),
+            an_hour_ago=stamp(now - timedelta(hours=1)),
             in_two_days=stamp(now + timedelta(days=2)),
         )
 
@@ -63,6 +64,11 @@ QUERIES = (
         "intakes-stuck",
         "calls still being taken after a minute: the records may not be shielded yet (should be none)",
         f"{_RUNNING_REQUESTS} AND ShieldingStage = 'intake' AND StartTime < '{{a_minute_ago}}'",
+    ),
+    OperationsQuery(
+        "messages-retrying",
+        "messages still being retried after an hour: the provider (Notify, SMTP) is down or refusing them",
+        "WorkflowType = 'NotificationDeliveryWorkflow' AND ExecutionStatus = 'Running' AND StartTime < '{an_hour_ago}'",
     ),
     OperationsQuery(
         "failed-workflows",

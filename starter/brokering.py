@@ -33,6 +33,7 @@ from shielding.brokering import (
 from shielding.domain import MAX_TEXT, UID_PATTERN, AuditAction, no_control_chars
 from shielding.log import get_logger
 from shielding.store import brokering
+from shielding.store.access_log import Reader
 from shielding.store.brokering import ContactProblem, ContactRequest, NotTaker
 from starter.errors import Refusal
 from workflows.contact_brokering import ContactBrokeringWorkflow
@@ -185,14 +186,14 @@ class ContactBrokering:
         return [view_for(r, manager=False) for r in await brokering.contact_requests_asked_by(self._pool, actor)]
 
     async def contact_request(
-        self, contact_request_id: str, *, actor: str, roles: frozenset[str]
+        self, contact_request_id: str, *, actor: str, roles: frozenset[str], reader: Reader | None = None
     ) -> ContactRequestView:
         """One request: the asker's view, a manager's, or (the manager who took it, while open) with the hidden
         details, that view audited."""
         request = await self._request(contact_request_id)
         if roles & access.PERMISSIONS["broker contact"]:
             if request.taken_by == actor and request.closed_at is None:
-                hidden = await brokering.hidden_details(self._pool, contact_request_id, actor)
+                hidden = await brokering.hidden_details(self._pool, contact_request_id, actor, reader=reader)
                 return view_for(request, manager=True, hidden=hidden)
             return view_for(request, manager=True)
         if request.asked_by == actor:
@@ -202,7 +203,9 @@ class ContactBrokering:
         )
         raise AssertionError("unreachable")
 
-    async def take_contact(self, contact_request_id: str, *, actor: str, roles: frozenset[str]) -> ContactRequestView:
+    async def take_contact(
+        self, contact_request_id: str, *, actor: str, roles: frozenset[str], reader: Reader | None = None
+    ) -> ContactRequestView:
         request = await self._permitted(contact_request_id, actor, roles)
         if request.asked_by == actor:
             await _refuse(
@@ -213,7 +216,7 @@ class ContactBrokering:
         except ContactProblem as problem:
             raise Refusal(str(problem)) from None
         await self._wake(contact_request_id)
-        hidden = await brokering.hidden_details(self._pool, contact_request_id, actor)
+        hidden = await brokering.hidden_details(self._pool, contact_request_id, actor, reader=reader)
         return view_for(request, manager=True, hidden=hidden)
 
     async def close_contact(

@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
+from activities.notifications import NotificationRef
 from shielding import deadlines
 from shielding.domain import Stage
 from shielding.lifecycle import LifecycleState, ShieldingLifecycleInput
@@ -25,6 +26,7 @@ from shielding.temporal import STAGE_ATTRIBUTE, register_search_attributes
 from shielding.visibility import QUERIES
 from tests.helpers.lifecycle import eventually, intake
 from worker.main import workflow_runner
+from workflows.notifications import NotificationDeliveryWorkflow
 from workflows.shielding_request import ShieldingRequestWorkflow
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -90,6 +92,7 @@ EXPECTED = {
     "forms-due-soon": {"form-soon"},
     "forms-past-due": {"form-late"},
     "intakes-stuck": {"intake"},
+    "messages-retrying": {"message"},
     "failed-workflows": {"failed"},
 }
 
@@ -109,9 +112,8 @@ async def test_each_query_finds_exactly_what_it_says(dev_env) -> None:
     suffix = uuid.uuid4().hex[:6].upper()
     ids: dict[str, str] = {}
     # Workflows only: each activity waits, unrun, so every request stays as it was started.
-    async with Worker(
-        client, task_queue=task_queue, workflows=[ShieldingRequestWorkflow], workflow_runner=workflow_runner()
-    ):
+    workflows = [ShieldingRequestWorkflow, NotificationDeliveryWorkflow]
+    async with Worker(client, task_queue=task_queue, workflows=workflows, workflow_runner=workflow_runner()):
         for key, params in states(now).items():
             assert params.state is not None
             workflow_id = f"{params.state.request_id}-{suffix}"
@@ -128,6 +130,14 @@ async def test_each_query_finds_exactly_what_it_says(dev_env) -> None:
             task_queue=task_queue,
             search_attributes=TypedSearchAttributes([SearchAttributePair(STAGE_ATTRIBUTE, Stage.INTAKE.value)]),
         )
+        # A message whose delivery is being retried (its activity never runs here).
+        ids["message"] = f"notification-test-{suffix}"
+        await client.start_workflow(
+            NotificationDeliveryWorkflow.run,
+            NotificationRef(notification_id=1),
+            id=ids["message"],
+            task_queue=task_queue,
+        )
         # A lifecycle given neither a request nor a state fails at once.
         ids["failed"] = f"SR-FAILED-{suffix}"
         failed = await client.start_workflow(
@@ -139,7 +149,9 @@ async def test_each_query_finds_exactly_what_it_says(dev_env) -> None:
         try:
             for query in QUERIES:
                 # The stuck-intake query looks for calls older than a minute: ask it as of two minutes from now.
-                as_of = now + timedelta(minutes=2) if query.name == "intakes-stuck" else now
+                # and the retrying messages for ones older than an hour: as of two hours from now.
+                later = {"intakes-stuck": timedelta(minutes=2), "messages-retrying": timedelta(hours=2)}
+                as_of = now + later.get(query.name, timedelta(0))
                 text = query.at(as_of)
                 assert not re.search(r"[{}]", text), text
                 await eventually(

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from shielding import messages
 from shielding.brokering import ContactOutcome, ContactState, ContactStatus, ReminderResult, Urgency
 from shielding.domain import AuditAction
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind, FrontEnd, Reader
 from shielding.store.audit import RecipientKind, append_audit
 from shielding.store.db import jsonable_row, once
 from shielding.store.directory import full_child
@@ -272,9 +274,12 @@ async def take(pool: asyncpg.Pool, contact_request_id: str, actor: str) -> Conta
     return ContactRequest(**dict(row))
 
 
-async def hidden_details(pool: asyncpg.Pool, contact_request_id: str, actor: str) -> dict[str, Any]:
+async def hidden_details(
+    pool: asyncpg.Pool, contact_request_id: str, actor: str, *, reader: Reader | None = None
+) -> dict[str, Any]:
     """What the record hides, for the manager who took the request while it is open: each view audited as a
-    brokering view (under the child and the contact request), in the same transaction as the read."""
+    brokering view (under the child and the contact request), and written to the access log (who looked, through
+    which front end), in the same transaction as the read."""
     async with pool.acquire() as conn, conn.transaction():
         request = await _row(conn, contact_request_id, lock=False)
         if request.taken_by != actor or request.closed_at is not None:
@@ -290,6 +295,8 @@ async def hidden_details(pool: asyncpg.Pool, contact_request_id: str, actor: str
             child_uid=request.child_uid,
             reason=messages.CONTACT_DETAILS_VIEWED_AUDIT,
         )
+        who = reader or Reader(actor=actor, front_end=FrontEnd.API)
+        await access_log.record(conn, who, AccessKind.BROKERING, [request.child_uid], request_id=contact_request_id)
     record = await full_child(pool, request.child_uid)
     return record or {}
 

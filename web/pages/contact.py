@@ -25,7 +25,7 @@ from shielding.domain import UID_PATTERN
 from starter import Refusal
 from starter.brokering import EMAIL, PHONE
 from starter.identity import Session
-from web.deps import PartsDep
+from web.deps import PartsDep, reader
 from web.pages.break_glass import identity, withheld
 from web.pages.forms import Problems
 from web.pages.rendering import redirect, render
@@ -206,7 +206,9 @@ async def _view(
     if bad is not None:
         return None, bad
     try:
-        return await p.service.contact_request(contact_request_id, actor=session.name, roles=session.roles), None
+        who = reader(request, session)
+        view = await p.service.contact_request(contact_request_id, actor=session.name, roles=session.roles, reader=who)
+        return view, None
     except Refusal as refusal:
         return None, render(
             request,
@@ -236,7 +238,8 @@ async def take(
     if bad is not None:
         return bad
     try:
-        view = await p.service.take_contact(contact_request_id, actor=session.name, roles=session.roles)
+        who = reader(request, session)
+        view = await p.service.take_contact(contact_request_id, actor=session.name, roles=session.roles, reader=who)
     except Refusal as refusal:
         current, page = await _view(request, p, session, contact_request_id)
         if page is not None:

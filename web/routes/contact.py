@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from shielding.brokering import ContactRequestList, ContactRequestView
 from starter.identity import Session
-from web.deps import PartsDep, allowed
+from web.deps import PartsDep, allowed, reader
 from web.schemas import ContactAsk, ContactClose, Problem
 
 router = APIRouter(tags=["contact"])
@@ -56,9 +56,10 @@ async def contact_requests(p: PartsDep, session: Annotated[Session, allowed("ask
     responses={403: {"model": Problem, "description": "Neither the person who asked nor a manager (audited)"}},
 )
 async def contact_request(
-    request_id: str, p: PartsDep, session: Annotated[Session, allowed("ask contact")]
+    request_id: str, http: Request, p: PartsDep, session: Annotated[Session, allowed("ask contact")]
 ) -> ContactRequestView:
-    return await p.service.contact_request(request_id, actor=session.name, roles=session.roles)
+    who = reader(http, session)
+    return await p.service.contact_request(request_id, actor=session.name, roles=session.roles, reader=who)
 
 
 @router.post(
@@ -67,9 +68,10 @@ async def contact_request(
     description=HIDDEN_SHOWN,
 )
 async def take_contact(
-    request_id: str, p: PartsDep, session: Annotated[Session, allowed("broker contact")]
+    request_id: str, http: Request, p: PartsDep, session: Annotated[Session, allowed("broker contact")]
 ) -> ContactRequestView:
-    return await p.service.take_contact(request_id, actor=session.name, roles=session.roles)
+    who = reader(http, session)
+    return await p.service.take_contact(request_id, actor=session.name, roles=session.roles, reader=who)
 
 
 @router.post(
