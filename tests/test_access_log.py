@@ -23,7 +23,7 @@ from tests.helpers.api import ApiStack, Staff, client, import_children, take_req
 from tests.helpers.devstack import run_cli
 from tests.helpers.records import make_child
 from tests.helpers.servers import TEST_ACTION_KEYS, TEST_AUDIT_KEYS, TEST_KEYS
-from tests.test_api import World, db, stack, world  # noqa: F401 (the fixtures)
+from tests.test_api import CONTACT_ASK, World, db, stack, world  # noqa: F401 (the fixtures)
 
 pytestmark = pytest.mark.devserver
 
@@ -73,10 +73,17 @@ NO_CHILD_DATA = {
     "POST /users/remove": "staff, not children",
     "GET /managers/alerts": "alerts name record numbers, never a child's details; the record is opened by a view",
     "GET /audit/verify": "counts and entry numbers",
+    "POST /api/children/{uid}/contact-requests": "asking for contact: a change, audited; answers the request's id",
+    "POST /api/contact-requests/{request_id}/close": "a change, audited; answers the outcome",
+    "POST /contact-requests/{contact_request_id}/close": "a change, audited; answers a redirect",
+    "GET /api/messages": "the outbox: messages carry ids, never a child's details",
+    "GET /managers/messages": "the outbox: messages carry ids, never a child's details",
+    "PUT /api/users/{name}/address": "staff, not children",
 }
 # CLI commands that run no read of child data (a change, audited; or the service's own operations).
 NO_CHILD_DATA_COMMANDS = {
-    "login", "logout", "request", "form", "review", "unshield", "dev", "worker", "migrate", "serve", "deadlines",
+    "login", "logout", "request", "form", "contact request", "contact close", "messages list", "users address",
+    "review", "unshield", "dev", "worker", "migrate", "serve", "deadlines",
     "directory import", "users bootstrap", "users add", "users remove", "users list", "audit verify",
     "certs generate",
 }  # fmt: skip
@@ -193,7 +200,49 @@ def reads(world: World, pages: dict[str, Pages]) -> dict[str, Read]:  # noqa: F8
             "/codec/decode", json={"payloads": []}, headers={"Origin": UI_ORIGIN, "X-Namespace": "default"}
         )
 
+    # Contact requests for the shared child, asked by the practitioner; the API's taken by one manager, the pages'
+    # by another (only the manager who took a request sees what the record hides).
+    asked = [
+        team["practitioner"]
+        .http.post(f"/api/children/{uid}/contact-requests", json=CONTACT_ASK)
+        .json()["contact_request_id"]
+        for _ in range(2)
+    ]
+    broker, page_broker = team["manager"], world.boss
+
+    def take_then_read() -> httpx.Response:
+        return broker.http.get(f"/api/contact-requests/{asked[0]}")
+
     return {
+        "GET /api/contact-requests": Read(broker.name, "list", uid, lambda: broker.http.get("/api/contact-requests")),
+        "POST /api/contact-requests/{request_id}/take": Read(
+            broker.name, "brokering-view", uid, lambda: broker.http.post(f"/api/contact-requests/{asked[0]}/take")
+        ),
+        "GET /api/contact-requests/{request_id}": Read(broker.name, "brokering-view", uid, take_then_read),
+        "GET /children/{uid}/contact": Read(
+            team["practitioner"].name, "view", uid, lambda: pages["practitioner"].http.get(f"/children/{uid}/contact")
+        ),
+        "POST /children/{uid}/contact": Read(
+            team["practitioner"].name,
+            "view",
+            uid,
+            lambda: pages["practitioner"].post(
+                f"/children/{uid}/contact",
+                {"purpose": "School nurse (test)", "urgency": "routine", "email": "n@school.example.org"},
+            ),
+        ),
+        "GET /contact-requests": Read(
+            page_broker.name, "list", uid, lambda: pages["boss"].http.get("/contact-requests")
+        ),
+        "POST /contact-requests/{contact_request_id}/take": Read(
+            page_broker.name,
+            "brokering-view",
+            uid,
+            lambda: pages["boss"].post(f"/contact-requests/{asked[1]}/take", {}),
+        ),
+        "GET /contact-requests/{contact_request_id}": Read(
+            page_broker.name, "brokering-view", uid, lambda: pages["boss"].http.get(f"/contact-requests/{asked[1]}")
+        ),
         "GET /api/children/{uid}": Read(
             team["practitioner"].name, "view", uid, lambda: team["practitioner"].http.get(f"/api/children/{uid}")
         ),
@@ -323,6 +372,9 @@ CLI_READS: dict[str, tuple[str, str, list[str]]] = {
     "status": ("intake", "list", ["status", "{request}"]),
     "audit": ("manager", "list", ["audit", "--child", "{uid}"]),
     "access": ("manager", "access-log-read", ["access", "--child", "{uid}"]),
+    "contact list": ("manager", "list", ["contact", "list"]),
+    "contact take": ("manager", "brokering-view", ["contact", "take", "{contact}"]),
+    "contact show": ("manager", "brokering-view", ["contact", "show", "{contact}"]),
 }
 
 
@@ -337,6 +389,9 @@ async def test_each_cli_command_that_reads_child_data_is_logged_as_the_cli(
         "family": child.family_name,
         "dob": child.date_of_birth.isoformat(),
         "request": world.shared_request,
+        "contact": world.team["practitioner"]
+        .http.post(f"/api/children/{child.uid}/contact-requests", json=CONTACT_ASK)
+        .json()["contact_request_id"],
     }
     for command, (role, kind, args) in CLI_READS.items():
         staff = world.team[role]

@@ -216,6 +216,12 @@ def _audit(w: World, who: Staff, allowed: bool) -> Call:
     return Call(answer, 200, lambda r: _assert(r.json()["entries"][0]["action"] == "received", r))
 
 
+def _access(w: World, who: Staff, allowed: bool) -> Call:
+    # Who looked at the shared child (more in tests/test_access_log.py): the intake officer who took the request.
+    answer = who.http.get("/api/access", params={"child": w.shared_child.uid})
+    return Call(answer, 200, lambda r: _assert(isinstance(r.json()["entries"], list), r))
+
+
 def _verify(w: World, who: Staff, allowed: bool) -> Call:
     answer = who.http.get("/api/audit/verify")
     return Call(answer, 200, lambda r: _assert(r.json()["intact"] is True, r))
@@ -363,6 +369,7 @@ ROUTES = [
     Route("POST /api/directory/import", _import, "import"),
     Route("GET /api/audit", _audit, "audit"),
     Route("GET /api/audit/verify", _verify, "audit"),
+    Route("GET /api/access", _access, "access log"),
     Route("GET /api/users", _list_users, "users"),
     Route("POST /api/users", _add_user, "users"),
     Route("DELETE /api/users/{name}", _remove_user, "users"),

@@ -26,9 +26,9 @@ from pydantic import BaseModel
 from shielding import messages
 from shielding.audit_signing import ACCESS_LOG
 from shielding.deadlines import LONDON
-from shielding.domain import AuditAction
+from shielding.domain import UID_PATTERN, AuditAction
 from shielding.store.audit import append_audit, append_signed, append_signed_batch, notify
-from shielding.store.db import jsonable_row
+from shielding.store.db import jsonable_row, storable
 
 T = TypeVar("T")
 # How many entries one page of the managers' pages and `shielding access` shows.
@@ -96,8 +96,9 @@ async def record(
         "front_end": reader.front_end.value,
         "kind": kind.value,
         "request_id": request_id or reader.request_id,
-        "child_uids": list(dict.fromkeys(child_uids)),
-        "details": details or {},
+        # Only what can name a record (a typed uid with a NUL in it names nothing, and PostgreSQL cannot hold it).
+        "child_uids": [uid for uid in dict.fromkeys(child_uids) if UID_PATTERN.fullmatch(uid)],
+        "details": storable(details or {}),
     }
     if isinstance(pool_or_conn, asyncpg.Pool):
         return await _group_commit(pool_or_conn).append(content)

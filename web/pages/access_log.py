@@ -25,7 +25,7 @@ from web.pages.forms import Problems
 from web.pages.rendering import render
 from web.pages.routing import page_router
 from web.pages.session import may
-from web.routes.access_log import day_start
+from web.routes.access_log import EARLIEST, LATEST, day_start
 
 router = page_router()
 
@@ -60,6 +60,9 @@ class Dates:
         since, until = parsed
         if since and until and until < since:
             problems.add("until", "To must be the same as or after From")
+        for field, value, label in (("since", since, "From"), ("until", until, "To")):
+            if value is not None and not EARLIEST <= value <= LATEST:
+                problems.add(field, f"{label} must be a date between {EARLIEST.year} and {LATEST.year}")
         return since, until
 
 

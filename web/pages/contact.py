@@ -22,6 +22,8 @@ from shielding import messages, store
 from shielding.access import PERMISSIONS
 from shielding.brokering import CONTACT_REQUEST_ID_PATTERN, ContactRequestView
 from shielding.domain import UID_PATTERN
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from starter import Refusal
 from starter.brokering import EMAIL, PHONE
 from starter.identity import Session
@@ -60,8 +62,15 @@ def _no_child(request: Request, uid: str) -> Response:
     )
 
 
-async def _shielded_child(request: Request, p: PartsDep, uid: str) -> tuple[dict[str, Any] | None, Response | None]:
-    record = await store.view_child(p.pool, uid) if UID_PATTERN.fullmatch(uid) else None
+async def _shielded_child(
+    request: Request, p: PartsDep, session: Session, uid: str
+) -> tuple[dict[str, Any] | None, Response | None]:
+    """The shielded record asked about, as every role may see it (the page names the child: a logged view)."""
+    if not UID_PATTERN.fullmatch(uid):
+        return None, _no_child(request, uid)
+    who = reader(request, session)
+    read = store.view_child(p.pool, uid)
+    record = await access_log.viewed(p.pool, who, uid, read)
     if record is None:
         return None, _no_child(request, uid)
     if not record["shielded"]:
@@ -93,7 +102,7 @@ def _ask_page(
 async def ask_form(
     request: Request, uid: str, p: PartsDep, session: Annotated[Session, may("ask contact")]
 ) -> Response:
-    record, page = await _shielded_child(request, p, uid)
+    record, page = await _shielded_child(request, p, session, uid)
     if page is not None:
         return page
     assert record is not None
@@ -111,7 +120,7 @@ async def ask(
     email: Annotated[str, Form(max_length=300)] = "",
     phone: Annotated[str, Form(max_length=60)] = "",
 ) -> Response:
-    record, page = await _shielded_child(request, p, uid)
+    record, page = await _shielded_child(request, p, session, uid)
     if page is not None:
         return page
     assert record is not None
@@ -150,6 +159,7 @@ async def ask(
 @router.get(QUEUE_PATH)
 async def queue(request: Request, p: PartsDep, session: PageSessionDep) -> Response:
     found = await p.service.contact_requests(actor=session.name, roles=session.roles)
+    await access_log.record(p.pool, reader(request, session), AccessKind.LIST, [r.child_uid for r in found])
     manager = bool(session.roles & PERMISSIONS["broker contact"])
     return render(
         request,

@@ -111,6 +111,7 @@ ACTION_TEXT: dict[str, str] = {
     "decode payloads": "read workflow data in the Temporal Web UI",
     "ask contact": "ask the team to broker contact with a shielded child",
     "broker contact": "broker contact with shielded children",
+    "access log": "see who viewed a child's record",
 }
 
 

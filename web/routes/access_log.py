@@ -17,6 +17,8 @@ from starter.identity import Session
 from web.deps import PartsDep, allowed, reader
 
 router = APIRouter(prefix="/api/access", tags=["access log"])
+# The dates a search of the log may name (the service keeps no entry from before it existed).
+EARLIEST, LATEST = dt.date(2000, 1, 1), dt.date(2999, 12, 31)
 
 
 def day_start(day: dt.date | None) -> dt.datetime | None:
@@ -41,6 +43,9 @@ async def access_entries(
         raise Refusal(f"{child!r} is not a child's identifier.")
     if since and until and until < since:
         raise Refusal("The end date is before the start date.")
+    for day in (since, until):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise Refusal(f"Give dates between {EARLIEST.isoformat()} and {LATEST.isoformat()}.")
     page = await access_log.entries(
         p.pool,
         child_uid=child,

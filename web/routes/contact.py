@@ -12,6 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 
 from shielding.brokering import ContactRequestList, ContactRequestView
+from shielding.store import access_log
+from shielding.store.access_log import AccessKind
 from starter.identity import Session
 from web.deps import PartsDep, allowed, reader
 from web.schemas import ContactAsk, ContactClose, Problem
@@ -44,8 +46,12 @@ async def ask_contact(
     "/api/contact-requests",
     summary="Managers: every contact request (open first, urgent first); others: the ones they asked for",
 )
-async def contact_requests(p: PartsDep, session: Annotated[Session, allowed("ask contact")]) -> ContactRequestList:
+async def contact_requests(
+    http: Request, p: PartsDep, session: Annotated[Session, allowed("ask contact")]
+) -> ContactRequestList:
     found = await p.service.contact_requests(actor=session.name, roles=session.roles)
+    # The uids of the children asked about (each one shielded): a list like any other, in the access log.
+    await access_log.record(p.pool, reader(http, session), AccessKind.LIST, [r.child_uid for r in found])
     return ContactRequestList(contact_requests=found)
 
 
