@@ -52,6 +52,8 @@ async def _fuzzy(pool: asyncpg.Pool, **terms: Any) -> list[dict[str, Any]]:
         ("Sophie", "Ashworth Pemberton{s}", "Sophie", "Ashworth"),
         ("Amelia", "Hartley{s}", "Amelai", "Hartley{s}"),
         ("Amelia", "Hartley{s}", "Amelia", "Hartlye{s}"),
+        ("Isla", "Ahmed{s}", "Idla", "Ahmed{s}"),
+        ("Efua", "Mensah{s}", "Eua", "Mensah{s}"),
         ("Chloé", "Lefèvre{s}", "Chloe", "Lefevre{s}"),
         ("Siobhan", "O'Brien{s}", "Siobhan", "OBrien{s}"),
     ],

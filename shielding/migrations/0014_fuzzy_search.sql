@@ -57,7 +57,8 @@ CREATE INDEX children_dob_names ON children (date_of_birth, family_norm, given_n
     INCLUDE (uid, gender, aliases_norm, given_keys, family_keys);
 
 -- One name's score against one record: the best of trigram similarity with the name, with one part of it
--- (word_similarity: one part of a double-barrelled name), with an alias, and a phonetic key in common (0.6).
+-- (word_similarity: one part of a double-barrelled name), with an alias, a phonetic key in common (0.6), and
+-- the edit distance (a keyboard slip in a short name, where trigrams say little: 1 - edits/length, from 0.5).
 CREATE FUNCTION name_score(p_query text, p_query_keys text[], p_norm text, p_aliases text, p_keys text[])
 RETURNS real
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -66,7 +67,11 @@ RETURN CASE WHEN p_query IS NULL OR p_query = '' THEN NULL ELSE greatest(
     similarity(p_query, p_norm),
     word_similarity(p_query, p_norm),
     CASE WHEN p_aliases <> '' THEN word_similarity(p_query, p_aliases) ELSE 0 END,
-    CASE WHEN p_keys && p_query_keys THEN 0.6 ELSE 0 END
+    CASE WHEN p_keys && p_query_keys THEN 0.6 ELSE 0 END,
+    CASE WHEN levenshtein_less_equal(p_query, p_norm, 2) <= 2
+         AND 1 - levenshtein_less_equal(p_query, p_norm, 2)::real / greatest(length(p_query), length(p_norm)) >= 0.5
+         THEN 1 - levenshtein_less_equal(p_query, p_norm, 2)::real / greatest(length(p_query), length(p_norm))
+         ELSE 0 END
 ) END;
 
 -- Ranked, best first: the mean of the names' scores, each given name at least 0.3 (so a date of birth with
@@ -81,8 +86,10 @@ CREATE FUNCTION search_children_fuzzy(
     withheld boolean, score real
 )
 LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- No force_custom_plan here (unlike search_children): the one index condition is a date-of-birth range, which
+-- a generic plan serves with the same index-only scan, and planning the view join on every call cost 2.7 ms of
+-- 4.4 (measured at 20,000 rows).
 SET search_path = public, pg_temp
-SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     q_given text := nullif(name_norm(p_given_name), '');
