@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from shielding.domain import ChildRecord
+from shielding.settings import Settings
 from shielding.store import directory
 from shielding.store.directory import ChildSearch, import_children, search_page
 from tests.helpers.records import make_child
+from tests.helpers.webapp import RunningApp, add_staff
+from web.assets import ensure_frontend_installed
+
+PASSWORD = "fuzzy-search-test-password-1"
 
 # A date of birth of this module's own, so other tests' children never share it.
 DOB = date(2013, 7, 21)
@@ -265,3 +273,54 @@ async def test_the_date_of_birth_drives_the_query_through_an_index(pool: asyncpg
         )
     nodes = _plan_nodes(json.loads(plan)[0]["Plan"])
     assert "Seq Scan" not in {n["Node Type"] for n in nodes}
+
+
+# ------------------------------------------------------------------------------------------ through the API
+
+
+@pytest.fixture(scope="module")
+def web_app(settings: Settings, dev_env: WorkflowEnvironment) -> Iterator[RunningApp]:
+    ensure_frontend_installed()
+    web_settings = settings.model_copy(update={"temporal_address": dev_env.client.service_client.config.target_host})
+    with RunningApp(web_settings) as running:
+        yield running
+
+
+@pytest.mark.devserver
+async def test_the_api_forgives_spelling_only_when_asked_and_logs_the_uids(
+    web_app: RunningApp, pool: asyncpg.Pool
+) -> None:
+    s = _suffix()
+    child = make_child(given_name="Zainab", family_name=f"Rahman{s}", date_of_birth=DOB + timedelta(days=60))
+    await _load(pool, child)
+    name = f"pria-{uuid.uuid4().hex[:6]}"
+    await add_staff(pool, name, PASSWORD, "practitioner")
+    async with httpx.AsyncClient(base_url=web_app.url, timeout=30) as http:
+        login = await http.post("/api/auth/login", json={"name": name, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        http.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        typed = {"given_name": "Zaynab", "family_name": f"Rahman{s}"}
+        near = {**typed, "date_of_birth": (child.date_of_birth + timedelta(days=2)).isoformat()}
+        # By default the search is exact, as before: no result, no score.
+        exact = await http.get("/api/children", params={**typed, "date_of_birth": child.date_of_birth.isoformat()})
+        assert exact.status_code == 200 and exact.json() == {"results": [], "more": False}
+        found = await http.get("/api/children", params={**near, "fuzzy": "true", "dob_tolerance_days": 2})
+        assert found.status_code == 200, found.text
+        results = found.json()["results"]
+        assert [r["uid"] for r in results] == [child.uid] and 0 < results[0]["score"] <= 1
+        outside = await http.get("/api/children", params={**near, "fuzzy": "true", "dob_tolerance_days": 1})
+        assert outside.json()["results"] == []
+        # A tolerance without the forgiving search, or past the cap, is refused.
+        refused = await http.get("/api/children", params={**near, "dob_tolerance_days": 2})
+        assert refused.status_code == 422 and "fuzzy" in refused.text
+        assert (
+            await http.get("/api/children", params={**near, "fuzzy": "true", "dob_tolerance_days": 400})
+        ).status_code == 422
+    # The access log names the uids the search returned, never the terms.
+    entries = await pool.fetch(
+        """SELECT child_uids::text AS uids, details::text AS details FROM access_log
+           WHERE actor = $1 AND kind = 'search' ORDER BY entry_id""",
+        name,
+    )
+    assert [json.loads(e["uids"]) for e in entries] == [[], [child.uid], []]
+    assert all("Zaynab" not in e["details"] and "Rahman" not in e["details"] for e in entries)
