@@ -212,22 +212,8 @@ def _national(nat: dict[str, Any] | None, add: Callable[..., None]) -> None:
             uid.get("ratio_p99_median"),
             "<= 1.05",
         )
-    searches = nat.get("search", {})
-    for name, label in (
-        ("exact", "exact name + DOB"),
-        ("fuzzy", "fuzzy name + DOB"),
-        ("fuzzy_3_days", "fuzzy name + DOB +/-3 days"),
-        ("name_only", "name only (exact names, no DOB)"),
-    ):
-        entry = searches.get(name)
-        if entry:
-            floor = searches.get("raw_exact", {}) if name == "exact" else {}
-            add(
-                f"  {label} p50 / p99",
-                f"{_num(entry.get('p50_ms'), '', 2)}/{_num(entry.get('p99_ms'), ' ms', 2)}",
-                f"{_num(floor.get('p50_ms'), '', 2)}/{_num(floor.get('p99_ms'), ' ms', 2)}" if floor else "",
-                nat.get("exact_ratio_p99") if name == "exact" else None,
-            )
+    for key, lanes in (("search", "10 clients"), ("search_one_client", "1 client")):
+        _national_searches(nat, key, lanes, add)
     rec = nat.get("recall")
     if rec:
         add(
@@ -244,4 +230,24 @@ def _national(nat: dict[str, Any] | None, add: Callable[..., None]) -> None:
                 f"{entry['top50']:.3f}/{entry['rank1']:.3f}",
                 "",
                 None,
+            )
+
+
+def _national_searches(nat: dict[str, Any], key: str, lanes: str, add: Callable[..., None]) -> None:
+    searches = nat.get(key, {})
+    for name, label in (
+        ("exact", "exact name + DOB"),
+        ("fuzzy", "fuzzy name + DOB"),
+        ("fuzzy_3_days", "fuzzy name + DOB +/-3 days"),
+        ("name_only", "name only (exact names, no DOB)"),
+    ):
+        entry = searches.get(name)
+        if entry:
+            floor = searches.get("raw_exact", {}) if name == "exact" else {}
+            over = entry.get("p99_ms") / floor["p99_ms"] if floor.get("p99_ms") else None
+            add(
+                f"  {label} p50 / p99, {lanes}",
+                f"{_num(entry.get('p50_ms'), '', 2)}/{_num(entry.get('p99_ms'), ' ms', 2)}",
+                f"{_num(floor.get('p50_ms'), '', 2)}/{_num(floor.get('p99_ms'), ' ms', 2)}" if floor else "",
+                over,
             )
