@@ -113,7 +113,7 @@ def search(
     gender: Annotated[str | None, typer.Option(help="female, male, other or unknown.")] = None,
     postcode: Annotated[str | None, typer.Option(help="Postcode (never matches a shielded record).")] = None,
     school: Annotated[str | None, typer.Option(help="School (never matches a shielded record).")] = None,
-    fuzzy: Annotated[bool, typer.Option(help="Forgive spelling: ranked with a score, at most 50.")] = False,
+    fuzzy: Annotated[bool, typer.Option("--fuzzy", help="Forgive spelling: ranked with a score, at most 50.")] = False,
     dob_tolerance_days: Annotated[
         int, typer.Option(min=0, max=MAX_DOB_TOLERANCE_DAYS, help="With --fuzzy: days either side of the date.")
     ] = 0,
@@ -145,6 +145,8 @@ def search(
         )
     more = bool(found.get("more"))
     lines = search_results(found["results"])
+    if fuzzy:  # best first, each with its score (from names and date of birth only)
+        lines[1:] = [f"{line}  score {r['score']:.2f}" for line, r in zip(lines[1:], found["results"], strict=True)]
     if more:
         lines.append(f"more than {len(found['results'])} match: add the given name or gender to narrow the search")
     emit(as_json, {"results": found["results"], "more": more}, lines)
