@@ -107,10 +107,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"the directory at national scale ({national.DEFAULT_ROWS:,} children; PostgreSQL only)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on the shield task queue for the throughput phase"
+    )
     parser.add_argument("--rows", type=int, default=None, help="with --national: how many children to load")
     args = parser.parse_args(argv)
     if args.rows is not None and (not args.national or args.rows < 1_000):
         parser.error("--rows goes with --national and is at least 1000")
+    if not 1 <= args.workers <= 8:
+        parser.error("--workers is 1 to 8")
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(args.phases) - set(PHASES)
     if unknown:
@@ -163,6 +168,23 @@ def _temporal_version() -> str:
     return out.strip().removeprefix("temporal version ").strip()
 
 
+async def _run_national(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None:
+    """The directory at national scale: PostgreSQL alone (bench/national.py)."""
+    from shielding import store
+
+    progress(f"temp dir {stack.root}")
+    database_url = stack.start_postgres()
+    store.migrate(database_url)
+    progress("postgres up, migrated")
+    pool = await store.create_pool(database_url, min_size=10, max_size=10)
+    try:
+        results["versions"]["postgres"] = await pool.fetchval("SHOW server_version")
+        rows = args.rows or national.DEFAULT_ROWS
+        await national.run(database_url, pool, rows, results, lambda: _save(args, results), progress)
+    finally:
+        await pool.close()
+
+
 async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None:
     from temporalio.client import Client
 
@@ -174,7 +196,7 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     from starter import ShieldingService
 
     plan = PLANS["quick" if args.quick else "full"]
-    phases = [] if args.national else args.phases
+    phases = args.phases
     expected = EXPECTED_S["quick" if args.quick else "full"]
 
     def save() -> None:
@@ -204,10 +226,6 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
     pool = await store.create_pool(database_url, min_size=10, max_size=10)
     try:
         results["versions"]["postgres"] = await pool.fetchval("SHOW server_version")
-        if args.national:
-            rows = args.rows or national.DEFAULT_ROWS
-            await national.run(database_url, pool, rows, results, save, progress)
-            return
         rows = plan["directory_rows"]
         load = await directory.load_children(database_url, rows)
         progress(f"directory: {rows:,} children loaded in {load['copy_s']} s (+{load['vacuum_analyze_s']} s vacuum)")
@@ -275,7 +293,21 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                     stack.stop(untuned_worker)
                     stack.stop(untuned.managed)
                     rig.untuned_client = None
+                extra_workers = []
                 if "throughput" in phases:
+                    # More `shielding worker` processes on the same task queues for the throughput phase (the
+                    # latencies above are one worker's): Temporal spreads the tasks between them.
+                    for number in range(2, args.workers + 1):
+                        extra_workers.append(
+                            await stack.start_worker(
+                                f"worker-main-{number}",
+                                tuned,
+                                encryption_keys=keys,
+                                action_keys=action_keys,
+                                task_queue=SHIELD_QUEUE,
+                                floor_task_queue=FLOOR_QUEUE,
+                            )
+                        )
                     starting("throughput")
                     results["intake_throughput"] = await intake_throughput(
                         rig,
@@ -285,10 +317,12 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                         progress,
                         cpu_pids={
                             "worker": worker.pid,
+                            **{f"worker-{n}": w.pid for n, w in enumerate(extra_workers, 2)},
                             "server": tuned.managed.pid,
                             **({"postgres": pg_pid} if (pg_pid := stack.postgres_pid()) else {}),
                         },
                     )
+                    results["intake_throughput"]["workers"] = 1 + len(extra_workers)
                     save()
                 if "web_intake" in phases:
                     starting("web_intake")
@@ -296,6 +330,8 @@ async def _run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) 
                         rig, pool, stack, settings, tuned.address, plan["web_intake"], progress
                     )
                     save()
+                for extra in extra_workers:
+                    stack.stop(extra)
                 stack.stop(worker)
             if "lifecycles" in phases:
                 starting("lifecycles")
@@ -371,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     stack = Stack()
     code = 1
     try:
-        asyncio.run(_run(args, stack, results))
+        asyncio.run((_run_national if args.national else _run)(args, stack, results))
         code = 0
     except KeyboardInterrupt:
         progress("interrupted; cleaning up")

@@ -86,7 +86,8 @@ def render(results: dict[str, Any]) -> str:
     thr = results.get("intake_throughput")
     if thr:
         add(
-            f"intake_throughput ({thr['requests']} req, {thr['concurrency']} in flight)",
+            f"intake_throughput ({thr['requests']} req, {thr['concurrency']} in flight, "
+            f"{thr.get('workers', 1)} worker{'s' if thr.get('workers', 1) > 1 else ''})",
             _num(thr["per_s"], "/s"),
             _num(thr["floor_per_s"], "/s"),
             thr["ratio"],
