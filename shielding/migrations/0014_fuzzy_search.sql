@@ -118,10 +118,17 @@ BEGIN
                      / ((s.g IS NOT NULL)::int + (s.f IS NOT NULL)::int))::real AS s_score
         FROM scored s
         WHERE (s.g IS NULL OR s.g >= 0.3) AND (s.f IS NULL OR s.f >= 0.3)
+    ), page AS (
+        -- Without a postcode or school the page is cut here, so the view (which asks, for each record, whether
+        -- it shares an address with a shielded one) runs for at most a page; LIMIT NULL is no limit.
+        SELECT r.* FROM ranked r
+        ORDER BY r.s_score DESC, abs(r.s_dob - p_date_of_birth), r.s_family, r.s_given, r.s_uid
+        LIMIT CASE WHEN p_postcode IS NULL AND p_school IS NULL
+                   THEN greatest(1, least(coalesce(p_limit, 51), 51)) END
     )
     SELECT v.uid, v.given_name, v.family_name, v.aliases, v.gender, v.date_of_birth, v.shielded, v.address,
            v.carers, v.school, v.gp_practice, v.practitioners, v.withheld, r.s_score
-    FROM ranked r
+    FROM page r
     JOIN children c ON c.uid = r.s_uid
     JOIN practitioner_children v ON v.uid = r.s_uid
     WHERE (p_postcode IS NULL OR (c.shield_request_id IS NULL AND NOT v.withheld AND
