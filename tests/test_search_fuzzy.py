@@ -101,6 +101,11 @@ async def test_a_name_matching_nothing_lists_no_one_born_that_day(pool: asyncpg.
     assert await _fuzzy(pool, given_name="Xerxes", family_name=f"Quibble{s}", date_of_birth=dob) == []
 
 
+async def test_names_without_letters_find_no_one(pool: asyncpg.Pool) -> None:
+    await _load(pool, make_child(given_name="Noah", date_of_birth=DOB + timedelta(days=9)))
+    assert await _fuzzy(pool, given_name="0000", family_name="--", date_of_birth=DOB + timedelta(days=9)) == []
+
+
 async def test_ranked_best_first_with_a_score(pool: asyncpg.Pool) -> None:
     s = _suffix()
     dob = DOB + timedelta(days=11)

@@ -98,9 +98,13 @@ DECLARE
     q_family_keys text[] := coalesce(name_keys(p_family_name), '{}');
     tolerance integer := coalesce(p_dob_tolerance_days, 0);
 BEGIN
-    IF p_date_of_birth IS NULL OR (q_given IS NULL AND q_family IS NULL) THEN
+    IF p_date_of_birth IS NULL
+       OR (nullif(btrim(p_given_name), '') IS NULL AND nullif(btrim(p_family_name), '') IS NULL) THEN
         RAISE EXCEPTION 'a directory search names a name and a date of birth'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF q_given IS NULL AND q_family IS NULL THEN
+        RETURN;  -- names with no letters in them ('0000'): nothing to score, so no one
     END IF;
     IF tolerance < 0 OR tolerance > 31 THEN
         RAISE EXCEPTION 'a date-of-birth tolerance is 0 to 31 days' USING ERRCODE = 'invalid_parameter_value';
