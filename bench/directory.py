@@ -266,8 +266,11 @@ def synthetic_rows(start: int, stop: int) -> Iterator[tuple[Any, ...]]:
             [] if index % 20 else [f"{given}ie"],
             gender,
             dob,
-            f'{{"lines": ["{number} {street} Street", "London"], "postcode": "NW{index % 10} {index % 9}LF"}}',
-            f'[{{"name": "Joan {family}", "relationship": "mother", "phone": "020 7946 {index % 10000:04d}"}}]',
+            # An address and a carer of its own (flat and phone from the index): an intake of a child who shares
+            # neither needs no decision about related records (bench/national.py has households of siblings).
+            f'{{"lines": ["Flat {index}, {number} {street} Street", "London"], '
+            f'"postcode": "NW{index % 10} {index % 9}LF"}}',
+            f'[{{"name": "Joan {family}", "relationship": "mother", "phone": "07{index:09d}"}}]',
             _SCHOOLS[index % len(_SCHOOLS)],
             "Lisson Grove Health Centre",
             '["Health visitor: P. Okafor"]',

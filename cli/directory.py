@@ -17,6 +17,7 @@ from shielding.domain import Gender
 from shielding.importer import ImportRefused
 from shielding.settings import get_settings
 from shielding.store import ImportResult
+from shielding.store.directory import MAX_DOB_TOLERANCE_DAYS
 
 
 @directory_app.command("import")
@@ -112,6 +113,10 @@ def search(
     gender: Annotated[str | None, typer.Option(help="female, male, other or unknown.")] = None,
     postcode: Annotated[str | None, typer.Option(help="Postcode (never matches a shielded record).")] = None,
     school: Annotated[str | None, typer.Option(help="School (never matches a shielded record).")] = None,
+    fuzzy: Annotated[bool, typer.Option("--fuzzy", help="Forgive spelling: ranked with a score, at most 50.")] = False,
+    dob_tolerance_days: Annotated[
+        int, typer.Option(min=0, max=MAX_DOB_TOLERANCE_DAYS, help="With --fuzzy: days either side of the date.")
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Find children by a name and a date of birth (at most a page); gender, postcode and school only narrow it,
@@ -124,6 +129,9 @@ def search(
     dob = _date_of_birth(date_of_birth)
     if gender and gender not in set(Gender):
         raise CommandError("gender must be female, male, other or unknown")
+    if dob_tolerance_days and not fuzzy:
+        raise CommandError("--dob-tolerance-days goes with --fuzzy")
+    forgiving = {"fuzzy": "true", "dob_tolerance_days": str(dob_tolerance_days)} if fuzzy else {}
     with Context(get_settings()) as ctx:
         found = ctx.get(
             "/api/children",
@@ -133,9 +141,12 @@ def search(
             gender=gender,
             postcode=postcode,
             school=school,
+            **forgiving,
         )
     more = bool(found.get("more"))
     lines = search_results(found["results"])
+    if fuzzy:  # best first, each with its score (from names and date of birth only)
+        lines[1:] = [f"{line}  score {r['score']:.2f}" for line, r in zip(lines[1:], found["results"], strict=True)]
     if more:
         lines.append(f"more than {len(found['results'])} match: add the given name or gender to narrow the search")
     emit(as_json, {"results": found["results"], "more": more}, lines)

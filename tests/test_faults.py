@@ -220,6 +220,91 @@ async def test_worker_killed_repeatedly_while_200_requests_are_in_flight(
         server.stop()
 
 
+# ------------------------------------------------------------------ 1b. two workers, one killed for good
+
+TWO_WORKER_REQUESTS = 120
+
+
+async def test_two_workers_on_one_queue_one_killed_mid_load_nothing_lost_nothing_doubled(
+    tmp_path: Path, pool: asyncpg.Pool, database_url: str, settings: Settings
+) -> None:
+    """Two `shielding worker` processes share a task queue; one is SIGKILLed (and stays dead) once a third of
+    the requests are acknowledged. The other finishes everything: every request acknowledged once, every child
+    shielded by its request with one audit entry, one lifecycle per request."""
+    children = [make_child() for _ in range(TWO_WORKER_REQUESTS)]
+    await store.import_children(pool, children, actor="test-import")
+    submissions = [Submission(new_request_id(), [child.uid]) for child in children]
+    task_queue = f"tq-two-workers-{uuid.uuid4().hex[:8]}"
+    server = TemporalDevServer(tmp_path / "temporal", settings)
+    env = {
+        "TEMPORAL_ADDRESS": server.address,
+        "DATABASE_URL": database_url,
+        "SHIELDING_ENCRYPTION_KEYS": settings.encryption_keys or "",
+        "SHIELDING_ACTION_KEYS": TEST_ACTION_KEYS,
+        "SHIELDING_TASK_QUEUE": task_queue,
+        "SHIELDING_LOG_LEVEL": "INFO",
+    }
+    workers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        workers.append(WorkerProcess(tmp_path / name, base_env(tmp_path / "data", **env)))
+    killed_at: list[int] = []
+    try:
+        await server.start()
+        client = await server.client()
+        for worker in workers:
+            await worker.start()
+        service = ShieldingService(
+            client, pool, task_queue=task_queue, max_document_bytes=1024, action_keys=TEST_ACTION_KEYS
+        )
+        limit = asyncio.Semaphore(CONCURRENCY)
+        give_up_at = time.monotonic() + CLIENT_GIVES_UP_AFTER
+
+        async def submit(item: Submission) -> None:
+            async with limit:
+                while True:
+                    item.attempts += 1
+                    try:
+                        async with asyncio.timeout(ATTEMPT_TIMEOUT):
+                            item.ack = await service.submit_request(
+                                draft(item.uids), actor=ACTOR, request_id=item.request_id
+                            )
+                        acked = sum(s.ack is not None for s in submissions)
+                        if not killed_at and acked >= TWO_WORKER_REQUESTS // 3:
+                            workers[0].kill()
+                            killed_at.append(acked)
+                        return
+                    except Refusal as refusal:
+                        item.refusal = str(refusal)
+                        return
+                    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+                        item.errors.append(f"{type(err).__name__}: {err}")
+                        if time.monotonic() > give_up_at:
+                            return
+                        await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(submit(s) for s in submissions))
+        context = f"worker one killed after {killed_at} acknowledgements"
+        assert killed_at, context
+        assert not {s.request_id: s.refusal for s in submissions if s.refusal}, context
+        lost = {s.request_id: s.errors for s in submissions if s.ack is None}
+        assert not lost, f"{len(lost)} requests never acknowledged: {lost}; {context}\n{workers[1].logs()}"
+        for s in submissions:
+            assert s.ack is not None and s.ack.stage == Stage.AWAITING_FORM, f"{s.ack}; {context}"
+        await assert_shielded_exactly_once(pool, {s.request_id: s.uids for s in submissions}, context)
+        runs = Counter[str]()
+        query = f'TaskQueue = "{task_queue}" AND WorkflowType = "ShieldingRequestWorkflow"'
+        async for execution in client.list_workflows(query):
+            assert execution.status == WorkflowExecutionStatus.RUNNING, f"{execution.id}: {execution.status}"
+            runs[execution.id] += 1
+        assert runs == Counter({s.request_id: 1 for s in submissions}), context
+        print(f"{context}; {sum(s.attempts > 1 for s in submissions)} requests asked more than once")
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+
+
 # ------------------------------------------------------------------------ 2. Temporal server restarted
 
 # form_due_at always ends a London day (midnight after the 7th working day), so no real call time puts a

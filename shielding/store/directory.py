@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shielding import messages
 from shielding.domain import AuditAction, ChildRecord
@@ -19,6 +19,10 @@ PRACTITIONER_FIELDS = ("uid", "given_name", "family_name", "aliases", "gender", 
 HIDDEN_FIELDS = ("address", "carers", "school", "gp_practice", "practitioners")
 # A search answers at most a page, never a total: more than a page asks for a narrower search.
 SEARCH_PAGE = 20
+# A search that forgives spelling answers a page of 50, ranked with a score, best first (as NHS PDS does).
+FUZZY_PAGE = 50
+# How far either side of the date of birth given a forgiving search looks (the migration refuses more).
+MAX_DOB_TOLERANCE_DAYS = 31
 # Records sharing an address or a carer listed at intake (a request names at most 50 children).
 MAX_RELATED = 50
 
@@ -303,6 +307,9 @@ class ChildSearch(BaseModel):
     postcode: str | None = None
     school: str | None = None
     limit: int = SEARCH_PAGE
+    # Forgive spelling: names score the candidates a date of birth (within the tolerance) yields.
+    fuzzy: bool = False
+    dob_tolerance_days: int = Field(default=0, ge=0, le=MAX_DOB_TOLERANCE_DAYS)
 
     def names_a_child(self) -> bool:
         names = ((self.given_name or "").strip(), (self.family_name or "").strip())
@@ -320,6 +327,10 @@ class SearchPage(BaseModel):
 async def search_page(pool: asyncpg.Pool, search: ChildSearch) -> SearchPage:
     if not search.names_a_child():
         raise ValueError("a directory search names a name and a date of birth")
+    if search.fuzzy:
+        return await _fuzzy_search_page(pool, search)
+    if search.dob_tolerance_days:
+        raise ValueError("a date-of-birth tolerance is for a search that forgives spelling")
     page = max(1, min(search.limit, SEARCH_PAGE))
     async with as_practitioner(pool) as conn:
         rows = await conn.fetch(
@@ -333,6 +344,30 @@ async def search_page(pool: asyncpg.Pool, search: ChildSearch) -> SearchPage:
             page + 1,
         )
     return SearchPage(results=[practitioner_record(dict(r)) for r in rows[:page]], more=len(rows) > page)
+
+
+async def _fuzzy_search_page(pool: asyncpg.Pool, search: ChildSearch) -> SearchPage:
+    """Ranked, best first, each result with its `score` (0 to 1, from names and date of birth only: the same
+    whether or not the child is shielded)."""
+    page = max(1, min(search.limit, FUZZY_PAGE)) if "limit" in search.model_fields_set else FUZZY_PAGE
+    async with as_practitioner(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM search_children_fuzzy($1, $2, $3, $4, $5, $6, $7, $8)",
+            search.given_name,
+            search.family_name,
+            search.date_of_birth,
+            search.dob_tolerance_days,
+            search.gender,
+            search.postcode,
+            search.school,
+            page + 1,
+        )
+    results = []
+    for row in rows[:page]:
+        fields = dict(row)
+        score = fields.pop("score")
+        results.append({**practitioner_record(fields), "score": round(float(score), 3)})
+    return SearchPage(results=results, more=len(rows) > page)
 
 
 async def search_children(pool: asyncpg.Pool, search: ChildSearch) -> list[dict[str, Any]]:

@@ -12,7 +12,13 @@ from shielding.domain import Gender
 from shielding.importer import ImportRefused, parse_lines
 from shielding.store import access_log
 from shielding.store.access_log import AccessKind
-from shielding.store.directory import ReadsLimited, SearchPage, count_directory_read, search_page
+from shielding.store.directory import (
+    MAX_DOB_TOLERANCE_DAYS,
+    ReadsLimited,
+    SearchPage,
+    count_directory_read,
+    search_page,
+)
 from starter import Refusal
 from starter.identity import Session
 from web.deps import Parts, PartsDep, allowed, reader
@@ -23,6 +29,7 @@ router = APIRouter(tags=["directory"])
 NEEDS_NAME_AND_BIRTH = (
     "Give a name and a date of birth to search the directory (gender, postcode and school only narrow a search)."
 )
+TOLERANCE_NEEDS_FUZZY = "A date-of-birth tolerance goes with a search that forgives spelling (fuzzy=true)."
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Too many directory reads by this person in the window (audited)"}
 }
@@ -113,7 +120,11 @@ async def search(
     gender: Gender | None = None,
     postcode: Annotated[str | None, Query(max_length=20)] = None,
     school: Annotated[str | None, Query(max_length=200)] = None,
+    fuzzy: Annotated[bool, Query(description="Forgive spelling: ranked with a score, a page of 50")] = False,
+    dob_tolerance_days: Annotated[int, Query(ge=0, le=MAX_DOB_TOLERANCE_DAYS)] = 0,
 ) -> SearchPage:
+    if dob_tolerance_days and not fuzzy:
+        raise Refusal(TOLERANCE_NEEDS_FUZZY)
     query = store.ChildSearch(
         given_name=given_name,
         family_name=family_name,
@@ -121,6 +132,8 @@ async def search(
         gender=gender.value if gender else None,
         postcode=postcode,
         school=school,
+        fuzzy=fuzzy,
+        dob_tolerance_days=dob_tolerance_days,
     )
     if not query.names_a_child():
         raise Refusal(NEEDS_NAME_AND_BIRTH)
