@@ -218,6 +218,18 @@ async def test_worker_killed_repeatedly_while_200_requests_are_in_flight(
                 await killer
         worker.stop()
         server.stop()
+        await close_orphans(pool, [s.request_id for s in submissions])
+
+
+async def close_orphans(pool: asyncpg.Pool, request_ids: list[str]) -> None:
+    """The lifecycles of these requests ended with this test's own Temporal server: close their rows in the
+    shared database, so the queues other tests read (awaiting the form, reviews due) hold no request that no
+    workflow will ever move."""
+    await pool.execute(
+        """UPDATE shielding_requests SET closed_at = now(), closed_reason = 'test over: its workflow server stopped'
+           WHERE request_id = ANY($1::text[]) AND closed_at IS NULL""",
+        request_ids,
+    )
 
 
 # ------------------------------------------------------------------ 1b. two workers, one killed for good
@@ -303,6 +315,7 @@ async def test_two_workers_on_one_queue_one_killed_mid_load_nothing_lost_nothing
         for worker in workers:
             worker.stop()
         server.stop()
+        await close_orphans(pool, [s.request_id for s in submissions])
 
 
 # ------------------------------------------------------------------------ 2. Temporal server restarted
