@@ -5,6 +5,7 @@ entries past their retention (AccessLogRetentionWorkflow) at 03:15."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -27,21 +28,24 @@ def retention_schedule_id(task_queue: str) -> str:
     return f"document-retention-{task_queue}"
 
 
-def retention_schedule(settings: Settings) -> Schedule:
+def nightly(run: Any, schedule_id: str, settings: Settings, *, hour: int, minute: int) -> Schedule:
+    """A retention job every night at hour:minute Europe/London: one run at a time; a night missed while the
+    worker was down is made up once, within a day."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            DocumentRetentionWorkflow.run,
-            id=retention_schedule_id(settings.task_queue),
-            task_queue=settings.task_queue,
-            execution_timeout=timedelta(hours=2),
+            run, id=schedule_id, task_queue=settings.task_queue, execution_timeout=timedelta(hours=2)
         ),
         spec=ScheduleSpec(
-            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(2)], minute=[ScheduleRange(30)])],
+            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(hour)], minute=[ScheduleRange(minute)])],
             time_zone_name="Europe/London",
         ),
-        # One run at a time; a night missed while the worker was down is made up once, within a day.
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
     )
+
+
+def retention_schedule(settings: Settings) -> Schedule:
+    schedule_id = retention_schedule_id(settings.task_queue)
+    return nightly(DocumentRetentionWorkflow.run, schedule_id, settings, hour=2, minute=30)
 
 
 async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
@@ -54,19 +58,8 @@ def access_log_retention_schedule_id(task_queue: str) -> str:
 
 
 def access_log_retention_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            AccessLogRetentionWorkflow.run,
-            id=access_log_retention_schedule_id(settings.task_queue),
-            task_queue=settings.task_queue,
-            execution_timeout=timedelta(hours=2),
-        ),
-        spec=ScheduleSpec(
-            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(3)], minute=[ScheduleRange(15)])],
-            time_zone_name="Europe/London",
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
-    )
+    schedule_id = access_log_retention_schedule_id(settings.task_queue)
+    return nightly(AccessLogRetentionWorkflow.run, schedule_id, settings, hour=3, minute=15)
 
 
 async def ensure_access_log_retention_schedule(client: Client, settings: Settings) -> str:
