@@ -168,12 +168,14 @@ COMPOSE_SECRETS = {
     "service-db-password": "password",
     "app-db-password": "password",
     "oidc-client-secret": "empty",
+    "notify-api-key": "empty",
 }
 
 
 def generate(directory: Path) -> list[Path]:
     """Write every secret docker-compose.yml mounts that is missing in `directory` (0700); returns those made.
-    `oidc-client-secret` is made empty (no single sign-on): the identity provider's secret goes there by hand."""
+    `oidc-client-secret` and `notify-api-key` are made empty (no single sign-on, no Notify): the identity
+    provider's secret and Notify's key go there by hand."""
     import base64
 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_from: str = "shielding@localhost"
+    # STARTTLS before sending (a council's relay; the local sink of `shielding dev` speaks plain SMTP).
+    smtp_starttls: bool = False
     dev_smtp_port: int = 8025
     # The daily digest to reviewers of the reviews due and overdue (Europe/London).
     review_digest_hour: int = 8

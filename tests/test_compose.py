@@ -380,3 +380,15 @@ def test_the_worker_and_web_service_serve_metrics_inside_the_network_only(servic
         published = " ".join(str(p) for p in services[name].get("ports", []))
         assert f":{port}" not in published, f"{name} publishes its metrics port to the host"
     assert "9464/metrics" in " ".join(services[WORKER]["healthcheck"]["test"])
+
+
+def test_the_worker_is_given_a_message_provider(services: dict[str, dict[str, Any]]) -> None:
+    """The relay runs in the worker: Notify's key as a Docker secret (empty: none), its templates and SMTP from
+    the environment; the web service only writes the outbox, so it holds no provider's key."""
+    env = environment(services[WORKER])
+    assert env["SHIELDING_NOTIFY_API_KEY_FILE"] == "/run/secrets/notify-api-key"
+    assert "notify-api-key" in services[WORKER]["secrets"]
+    assert "SHIELDING_NOTIFY_API_KEY" not in env
+    for name in ("SHIELDING_NOTIFY_TEMPLATES", "SHIELDING_SMTP_HOST", "SHIELDING_SMTP_PORT", "SHIELDING_SMTP_FROM"):
+        assert env[name].startswith(f"${{{name}:-"), f"{name} comes from the host's environment"
+    assert "notify-api-key" not in services[WEB].get("secrets", [])

@@ -356,8 +356,17 @@ def test_the_sender_is_notify_with_a_key_else_smtp_and_production_names_one() ->
     with capture_logs() as logged:
         assert isinstance(sender_from_settings(Settings(environment="production")), SmtpSender)
     assert [e["event"] for e in logged if e["log_level"] == "warning"][0].startswith("no message provider")
-    relay = sender_from_settings(Settings(environment="production", smtp_host="smtp.council.example"))
-    assert isinstance(relay, SmtpSender) and relay.host == "smtp.council.example"
+    # docker-compose.yml passes the host empty when none is given: still no provider, and said so.
+    with capture_logs() as logged:
+        unset = sender_from_settings(Settings(environment="production", smtp_host=""))
+    assert isinstance(unset, SmtpSender) and unset.host == "127.0.0.1"
+    assert [e["event"] for e in logged if e["log_level"] == "warning"][0].startswith("no message provider")
+    with capture_logs() as logged:
+        relay = sender_from_settings(
+            Settings(environment="production", smtp_host="smtp.council.example", smtp_starttls=True)
+        )
+    assert isinstance(relay, SmtpSender) and relay.host == "smtp.council.example" and relay.starttls
+    assert not [e for e in logged if e["log_level"] == "warning"]
 
 
 def test_notify_templates_need_a_generic_one() -> None:

@@ -215,8 +215,13 @@ def sender_from_settings(settings: Settings) -> Sender:
     """Notify when an API key is set; otherwise SMTP (`shielding dev` runs a local sink for it)."""
     if settings.notify_api_key:
         return NotifySender(settings.notify_api_key, settings.notify_base_url, notify_templates(settings))
-    if settings.environment == "production" and "smtp_host" not in settings.model_fields_set:
+    # docker-compose.yml passes SHIELDING_SMTP_HOST empty when none is given: the same as not set.
+    smtp_host = settings.smtp_host.strip()
+    if settings.environment == "production" and ("smtp_host" not in settings.model_fields_set or not smtp_host):
         # The development default (a sink on this machine): every message would wait 3 days, then fail (each
         # shown to managers as failed). Said loudly at start rather than refusing to run the rest of the worker.
         log.warning("no message provider: set SHIELDING_NOTIFY_API_KEY (GOV.UK Notify) or SHIELDING_SMTP_HOST")
-    return SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_from)
+    default_host = Settings.model_fields["smtp_host"].default
+    return SmtpSender(
+        smtp_host or default_host, settings.smtp_port, settings.smtp_from, starttls=settings.smtp_starttls
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
@@ -32,6 +32,7 @@ from web.deps import PartsDep, reader
 from web.pages.forms import Problems
 from web.pages.intake import RequestIdDep
 from web.pages.intake_form import sentence
+from web.pages.pagination import numbered, page_count
 from web.pages.rendering import redirect, render
 from web.pages.request_views import (
     STAGE_LABELS,
@@ -97,11 +98,27 @@ async def find(request: Request, p: PartsDep, session: Annotated[Session, may("s
 
 
 @router.get("/requests/awaiting-form")
-async def awaiting_form(request: Request, p: PartsDep, session: Annotated[Session, may("form")]) -> Response:
-    waiting = await queues.awaiting_form(p.pool)
-    uids = [child.uid for item in waiting for child in item.children]
+async def awaiting_form(
+    request: Request,
+    p: PartsDep,
+    session: Annotated[Session, may("form")],
+    page: Annotated[str, Query(max_length=6)] = "1",
+) -> Response:
+    number = int(page) if page.isdigit() and 0 < int(page) < 100_000 else 1
+    found = await queues.awaiting_form(p.pool, offset=(number - 1) * queues.PAGE_SIZE)
+    if not found.items and number > 1:
+        # Past the last page (the list shrank as forms arrived): the last page there is.
+        return redirect(f"/requests/awaiting-form?page={page_count(found.total, queues.PAGE_SIZE)}")
+    uids = [child.uid for item in found.items for child in item.children]
     await access_log.record(p.pool, reader(request, session), AccessKind.LIST, uids)
-    return render(request, "requests_awaiting_form.html", waiting=waiting, limit=queues.LIST_LIMIT)
+    return render(
+        request,
+        "requests_awaiting_form.html",
+        waiting=found.items,
+        total=found.total,
+        first_shown=(number - 1) * queues.PAGE_SIZE + 1,
+        pagination=numbered(number, found.total, queues.PAGE_SIZE, lambda n: f"/requests/awaiting-form?page={n}"),
+    )
 
 
 # -------------------------------------------------------------------------------------------- a request

@@ -36,6 +36,7 @@ from starter import Refusal
 from starter.identity import Session
 from web.deps import PartsDep, reader
 from web.pages.forms import Problems
+from web.pages.pagination import numbered
 from web.pages.rendering import redirect, render
 from web.pages.routing import page_router
 from web.pages.session import PageAccessDenied, PageSessionDep, may
@@ -181,27 +182,6 @@ def _selected_filters(filters: QueueFilters) -> list[dict[str, Any]]:
     return categories
 
 
-def _pagination(filters: QueueFilters, total: int) -> dict[str, Any] | None:
-    pages = max(1, -(-total // review_store.PAGE_SIZE))
-    if pages == 1:
-        return None
-    items = [
-        {"number": n, "href": filters.url(page=n), "current": n == filters.page}
-        for n in range(1, pages + 1)
-        if n in (1, pages) or abs(n - filters.page) <= 2
-    ]
-    with_gaps: list[dict[str, Any]] = []
-    for item in items:
-        if with_gaps and item["number"] - with_gaps[-1]["number"] > 1:
-            with_gaps.append({"ellipsis": True, "number": 0})
-        with_gaps.append(item)
-    return {
-        "items": with_gaps,
-        "previous": {"href": filters.url(page=filters.page - 1)} if filters.page > 1 else None,
-        "next": {"href": filters.url(page=filters.page + 1)} if filters.page < pages else None,
-    }
-
-
 def temporal_ui_url(settings: Settings, statuses: tuple[QueueStatus, ...]) -> str | None:
     """The same requests in the Temporal Web UI (`ShieldingStage` filter), for operations staff, where the UI's
     address is known (`SHIELDING_TEMPORAL_UI_URL`, or `shielding dev`'s own on `SHIELDING_DEV_UI_PORT`)."""
@@ -273,7 +253,7 @@ async def queue(
         sort_due=_sort_link(filters, QueueSort.DUE),
         sort_request=_sort_link(filters, QueueSort.REQUEST),
         sorted_by=SORT_LABELS[(filters.sort, filters.descending)],
-        pagination=_pagination(filters, found.total),
+        pagination=numbered(filters.page, found.total, review_store.PAGE_SIZE, lambda n: filters.url(page=n)),
         sort_fields=[p for p in filters.params() if p[0] in ("sort", "order")],
         temporal_ui_href=temporal_ui_url(p.settings, filters.statuses),
         first_shown=(filters.page - 1) * review_store.PAGE_SIZE + 1,
