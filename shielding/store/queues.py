@@ -81,34 +81,31 @@ class AwaitingFormPage(BaseModel):
     total: int
 
 
+# Open, shielded, with a deadline and no form yet: the partial index shielding_requests_awaiting_form (0015).
+_AWAITING_FORM = """r.closed_at IS NULL AND r.shielded_at IS NOT NULL AND r.form_due_at IS NOT NULL
+                    AND r.form_received_at IS NULL"""
+AWAITING_FORM_COUNT = f"SELECT count(*) FROM shielding_requests r WHERE {_AWAITING_FORM}"  # noqa: S608 (constant)
+AWAITING_FORM_PAGE = f"""SELECT r.request_id, r.called_at, r.shielded_at, r.form_due_at, r.received_by,
+          coalesce(
+            (SELECT jsonb_agg(jsonb_build_object('uid', c.uid, 'given_name', c.given_name,
+                                                 'family_name', c.family_name)
+                              ORDER BY lower(c.family_name), lower(c.given_name), c.uid)
+             FROM request_children rc JOIN children c ON c.uid = rc.child_uid
+             WHERE rc.request_id = r.request_id AND rc.outcome <> 'duplicate'),
+            '[]'::jsonb) AS children
+   FROM shielding_requests r
+   WHERE {_AWAITING_FORM}
+   ORDER BY r.form_due_at, r.request_id
+   LIMIT $1 OFFSET $2"""  # noqa: S608 (a constant)
+
+
 async def awaiting_form(pool: asyncpg.Pool, *, limit: int = PAGE_SIZE, offset: int = 0) -> AwaitingFormPage:
     """Open requests with no form yet, the soonest deadline first (request id breaks ties, so pages are stable)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # One snapshot for the count and the page: "21 to 40 of 45" is never made of two moments.
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM shielding_requests r WHERE {_AWAITING_FORM}"  # noqa: S608 (a constant)
-        )
-        rows = await conn.fetch(
-            f"""SELECT r.request_id, r.called_at, r.shielded_at, r.form_due_at, r.received_by,
-                      coalesce(
-                        (SELECT jsonb_agg(jsonb_build_object('uid', c.uid, 'given_name', c.given_name,
-                                                             'family_name', c.family_name)
-                                          ORDER BY lower(c.family_name), lower(c.given_name), c.uid)
-                         FROM request_children rc JOIN children c ON c.uid = rc.child_uid
-                         WHERE rc.request_id = r.request_id AND rc.outcome <> 'duplicate'),
-                        '[]'::jsonb) AS children
-               FROM shielding_requests r
-               WHERE {_AWAITING_FORM}
-               ORDER BY r.form_due_at, r.request_id
-               LIMIT $1 OFFSET $2""",  # noqa: S608 (a constant)
-            limit,
-            offset,
-        )
+        total = await conn.fetchval(AWAITING_FORM_COUNT)
+        rows = await conn.fetch(AWAITING_FORM_PAGE, limit, offset)
     return AwaitingFormPage(items=[AwaitingForm.model_validate(dict(row)) for row in rows], total=total)
-
-
-_AWAITING_FORM = """r.closed_at IS NULL AND r.shielded_at IS NOT NULL AND r.form_due_at IS NOT NULL
-                    AND r.form_received_at IS NULL"""
 
 
 async def child_names(pool: asyncpg.Pool, uids: list[str]) -> dict[str, tuple[str, str]]:
